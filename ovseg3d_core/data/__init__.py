@@ -1,0 +1,1 @@
+"""Dataset loaders, view rendering and procedural shapes (each module imports its heavy deps lazily)."""

@@ -1,0 +1,1 @@
+"""GeoPurify: student affinity network, teachers, distillation and geometry-guided pooling."""

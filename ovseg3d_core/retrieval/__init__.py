@@ -1,0 +1,1 @@
+"""Tri-modal text <-> 3D shape retrieval."""

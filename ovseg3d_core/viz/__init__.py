@@ -1,0 +1,1 @@
+"""PNG renders of clouds, retrieval results and training curves (matplotlib Agg)."""
