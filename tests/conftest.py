@@ -22,18 +22,16 @@ def _claim_ros_domain() -> int:
     candidates = list(range(1, 102))
     random.Random(os.getpid()).shuffle(candidates)
     for domain in candidates:
-        handle = open(f"/tmp/ovseg3d-ros-domain-{domain}.lock", "w")  # noqa: SIM115 - held until exit
+        fd = os.open(f"/tmp/ovseg3d-ros-domain-{domain}.lock", os.O_CREAT | os.O_WRONLY, 0o666)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.close()
+            os.close(fd)
             continue
-        _HELD_LOCKS.append(handle)
-        return domain
+        return domain  # the descriptor stays open (and locked) until the process exits
     raise RuntimeError("no free ROS_DOMAIN_ID in 1..101")
 
 
-_HELD_LOCKS: list = []
 # Set before any test module imports rclpy; child processes inherit it.
 os.environ["ROS_DOMAIN_ID"] = str(_claim_ros_domain())
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
