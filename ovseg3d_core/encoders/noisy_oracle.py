@@ -1,0 +1,258 @@
+"""The noisy oracle: a simulated 2D vision-language feature source for benchmarks (DESIGN §5).
+
+No CLIP-family weights exist on the benchmark machines, so segmentation quality is measured with
+this stand-in. It reads a ground-truth class-id image and emits, per pixel, the text embedding of
+the class name in the paired text encoder's space, corrupted with the failure modes real 2D VLMs
+show, each drawn independently per view:
+
+- whole-segment confusion with a semantically close class (softmax over text-embedding cosine);
+- missed segments (no feature at all, ``valid`` False);
+- mask bleeding: a segment's feature spills a few pixels across its boundary;
+- per-segment and per-pixel Gaussian noise.
+
+A segment is a connected component of one class in the (output-resolution) view. Every rate is a
+parameter, and ``(seed, view_index)`` fixes every random draw. Its results are always reported as
+"noisy oracle", never as a vision-language model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ovseg3d_core.config import Config, ConfigError, setting
+from ovseg3d_core.encoders.base import EncoderError, FrameFeatures, TextEncoder, check_texts, l2_normalise
+from ovseg3d_core.frame import RGBDFrame
+
+LOG = logging.getLogger(__name__)
+
+IGNORE_LABEL = 255
+NO_FEATURE = -1
+
+
+@dataclass
+class NoisyOracleConfig(Config):
+    confusion_rate: float = setting(0.15, "probability that a segment is emitted as another class", low=0.0, high=1.0)
+    confusion_temperature: float = setting(
+        0.05, "softmax temperature over text cosine picking the confused class (lower = closer classes)", low=1e-3
+    )
+    miss_rate: float = setting(0.1, "probability that a segment emits no feature", low=0.0, high=1.0)
+    bleed_rate: float = setting(0.5, "probability that a segment bleeds across its boundary", low=0.0, high=1.0)
+    bleed_pixels: int = setting(4, "bleeding width in input-image pixels", low=0, high=64)
+    segment_noise: float = setting(
+        0.2, "norm of a per-segment Gaussian offset, relative to the unit class embedding", low=0.0
+    )
+    pixel_noise: float = setting(0.5, "norm of per-pixel Gaussian noise, relative to the unit class embedding", low=0.0)
+    stride: int = setting(4, "output stride: features are emitted on every stride-th input pixel", low=1, high=32)
+    ignore_label: int = setting(IGNORE_LABEL, "class id of unlabeled pixels (negative ids are ignored too)")
+    normalize: bool = setting(True, "L2-normalise each emitted feature")
+    seed: int = setting(0, "seed; with the view index it fixes every random draw", low=0)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: object) -> NoisyOracleConfig:
+        """Named noise levels used by the segmentation benchmark: ``low``, ``default``, ``high``."""
+        if name not in NOISE_PRESETS:
+            raise ConfigError(f"unknown noisy-oracle preset {name!r}; known: {sorted(NOISE_PRESETS)}")
+        return cls(**{**NOISE_PRESETS[name], **overrides})
+
+
+NOISE_PRESETS: dict[str, dict[str, float | int]] = {
+    "low": {
+        "confusion_rate": 0.05,
+        "miss_rate": 0.05,
+        "bleed_rate": 0.3,
+        "bleed_pixels": 2,
+        "segment_noise": 0.1,
+        "pixel_noise": 0.3,
+    },
+    "default": {},
+    "high": {
+        "confusion_rate": 0.3,
+        "miss_rate": 0.2,
+        "bleed_rate": 0.7,
+        "bleed_pixels": 8,
+        "segment_noise": 0.3,
+        "pixel_noise": 0.8,
+    },
+}
+
+
+@dataclass
+class OracleSegment:
+    """What the noisy oracle did to one segment of one view (for statistics and debugging)."""
+
+    true_class: int
+    emitted_class: int
+    missed: bool
+    bled: bool
+    pixels: int
+
+
+@dataclass
+class OracleView(FrameFeatures):
+    """Noisy-oracle output: features + validity, the emitted class per pixel and per-segment records."""
+
+    class_map: np.ndarray
+    stride: int
+    segments: list[OracleSegment]
+
+
+class NoisyOracle:
+    """Ground-truth class-id image -> corrupted per-pixel text-space features (the noisy oracle)."""
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        text_encoder: TextEncoder,
+        config: NoisyOracleConfig | None = None,
+    ) -> None:
+        self.config = config or NoisyOracleConfig()
+        self.class_names = check_texts(class_names)
+        if not self.class_names:
+            raise EncoderError("the noisy oracle needs at least one class name")
+        self.class_embeddings = l2_normalise(text_encoder.encode(self.class_names))
+        self.dim = int(self.class_embeddings.shape[1])
+        self.confusion_probabilities = self._confusion_probabilities()
+        LOG.info(
+            "noisy oracle: %d classes, confusion %.2f, miss %.2f, bleed %.2f x %d px, noise %.2f/%.2f",
+            len(self.class_names),
+            self.config.confusion_rate,
+            self.config.miss_rate,
+            self.config.bleed_rate,
+            self.config.bleed_pixels,
+            self.config.segment_noise,
+            self.config.pixel_noise,
+        )
+
+    def _confusion_probabilities(self) -> np.ndarray:
+        """Row c: probability of emitting class j when class c is confused (softmax of cosine / T, j != c)."""
+        cosine = self.class_embeddings @ self.class_embeddings.T
+        logits = cosine / self.config.confusion_temperature
+        np.fill_diagonal(logits, -np.inf)
+        if len(self.class_names) == 1:
+            return np.ones((1, 1))
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        return weights / weights.sum(axis=1, keepdims=True)
+
+    def output_shape(self, height: int, width: int) -> tuple[int, int]:
+        offset = self.config.stride // 2
+        return -(-(height - offset) // self.config.stride), -(-(width - offset) // self.config.stride)
+
+    def extract_frame(self, frame: RGBDFrame, view_index: int = 0) -> OracleView:
+        """Features for a frame from its rendered ``labels``; ``view_index`` selects the view's random draws."""
+        if frame.labels is None:
+            raise EncoderError(f"frame {frame.name or '?'} has no label image; the noisy oracle needs one")
+        return self.extract_labels(frame.labels, view_index)
+
+    def extract_labels(self, labels: np.ndarray, view_index: int = 0, with_features: bool = True) -> OracleView:
+        """Corrupt one view's class-id image and emit its features (skipped if ``with_features`` is False)."""
+        cfg = self.config
+        classes = self._sample_labels(labels)
+        segment_map, segment_class = _segments(classes)
+        decisions = np.random.default_rng([cfg.seed, view_index, 0])
+        noise = np.random.default_rng([cfg.seed, view_index, 1])
+        count = len(segment_class)
+        draws = decisions.random((count, 4))
+        missed = draws[:, 0] < cfg.miss_rate
+        confused = (draws[:, 1] < cfg.confusion_rate) & (len(self.class_names) > 1)
+        bled = (draws[:, 2] < cfg.bleed_rate) & ~missed
+        cumulative = np.cumsum(self.confusion_probabilities[segment_class], axis=1)
+        target = np.minimum((cumulative < draws[:, 3:4] * cumulative[:, -1:]).sum(axis=1), len(self.class_names) - 1)
+        emitted = np.where(confused, target, segment_class)
+        emitted = np.where(missed, NO_FEATURE, emitted)
+
+        source = segment_map - 1
+        if count:
+            source[(source >= 0) & missed[np.maximum(source, 0)]] = NO_FEATURE
+        radius = round(cfg.bleed_pixels / cfg.stride)
+        if radius > 0 and bled.any():
+            _bleed(segment_map, source, decisions.permutation(np.flatnonzero(bled)), radius)
+        class_map = np.full(classes.shape, NO_FEATURE, dtype=np.int32)
+        class_map[source >= 0] = emitted[source[source >= 0]]
+        valid = class_map >= 0
+        segments = [
+            OracleSegment(int(c), int(e), bool(m), bool(b), int(n))
+            for c, e, m, b, n in zip(
+                segment_class,
+                emitted,
+                missed,
+                bled,
+                np.bincount(segment_map.ravel(), minlength=count + 1)[1:],
+                strict=True,
+            )
+        ]
+        if with_features:
+            features = self._features(source, emitted, noise)
+        else:
+            features = np.zeros((*class_map.shape, 0), dtype=np.float32)
+        return OracleView(features=features, valid=valid, class_map=class_map, stride=cfg.stride, segments=segments)
+
+    def _sample_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Validate and subsample the class-id image to the output grid; ignored pixels become -1."""
+        labels = np.asarray(labels)
+        if labels.ndim != 2 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+            raise EncoderError(f"expected a non-empty HxW integer class-id image, got {labels.shape} {labels.dtype}")
+        offset = self.config.stride // 2
+        sampled = labels[offset :: self.config.stride, offset :: self.config.stride].astype(np.int64)
+        ignored = (sampled == self.config.ignore_label) | (sampled < 0)
+        if (sampled[~ignored] >= len(self.class_names)).any():
+            bad = int(sampled[~ignored].max())
+            raise EncoderError(
+                f"class id {bad} is outside the {len(self.class_names)} class names "
+                f"(ignore label is {self.config.ignore_label})"
+            )
+        return np.where(ignored, NO_FEATURE, sampled)
+
+    def _features(self, source: np.ndarray, emitted: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Each emitting pixel: its segment's class embedding + segment offset + pixel noise; zero elsewhere."""
+        count = len(emitted)
+        scale = 1.0 / np.sqrt(self.dim)
+        segment_vectors = np.zeros((count + 1, self.dim), dtype=np.float32)
+        segment_vectors[:count] = self.class_embeddings[np.maximum(emitted, 0)]
+        segment_vectors[:count] += rng.standard_normal((count, self.dim), dtype=np.float32) * (
+            self.config.segment_noise * scale
+        )
+        if self.config.pixel_noise > 0:
+            features = rng.standard_normal((*source.shape, self.dim), dtype=np.float32)
+            features *= self.config.pixel_noise * scale
+        else:
+            features = np.zeros((*source.shape, self.dim), dtype=np.float32)
+        features += segment_vectors[np.where(source >= 0, source, count)]
+        features[source < 0] = 0.0
+        if self.config.normalize:
+            norms = np.sqrt(np.einsum("hwd,hwd->hw", features, features))
+            features /= np.maximum(norms, 1e-12)[..., None]
+        return features
+
+
+def _segments(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components per class: a map of 1-based segment ids (0 = ignored) and each segment's class."""
+    segment_map = np.zeros(classes.shape, dtype=np.int64)
+    segment_class: list[np.ndarray] = []
+    offset = 0
+    for cls in np.unique(classes[classes >= 0]):
+        components, count = ndimage.label(classes == cls)
+        inside = components > 0
+        segment_map[inside] = components[inside] + offset
+        segment_class.append(np.full(count, cls, dtype=np.int64))
+        offset += count
+    return segment_map, np.concatenate(segment_class) if segment_class else np.zeros(0, dtype=np.int64)
+
+
+def _bleed(segment_map: np.ndarray, source: np.ndarray, bleeding: np.ndarray, radius: int) -> None:
+    """Let each bleeding segment (0-based ids) take over pixels within ``radius`` outside itself."""
+    disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
+    height, width = segment_map.shape
+    boxes = ndimage.find_objects(segment_map)
+    for index in bleeding:
+        rows, cols = boxes[index]
+        r0, r1 = max(rows.start - radius, 0), min(rows.stop + radius, height)
+        c0, c1 = max(cols.start - radius, 0), min(cols.stop + radius, width)
+        mask = segment_map[r0:r1, c0:c1] == index + 1
+        ring = ndimage.binary_dilation(mask, structure=disk) & ~mask
+        source[r0:r1, c0:c1][ring] = index
