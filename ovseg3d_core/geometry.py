@@ -74,7 +74,9 @@ def validate_pose(pose: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
 
 def transform_points(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """Apply a 4x4 transform to Nx3 points."""
-    return points @ pose[:3, :3].T + pose[:3, 3]
+    # einsum, not ``points @ R.T``: an N x 3 by 3 x 3 matmul goes to multi-threaded BLAS, whose
+    # threads spin on busy CPUs (measured 8x more CPU time for 285k points on 2 shared cores).
+    return np.einsum("nj,ij->ni", points, pose[:3, :3]) + pose[:3, 3]
 
 
 def backproject_depth(
@@ -91,7 +93,7 @@ def backproject_depth(
     x = (u - intrinsics.cx) / intrinsics.fx * z
     y = (v - intrinsics.cy) / intrinsics.fy * z
     cam = np.stack([x, y, z], axis=1).astype(np.float32)
-    world = (cam @ pose_c2w[:3, :3].T.astype(np.float32) + pose_c2w[:3, 3].astype(np.float32)).astype(np.float32)
+    world = transform_points(cam, np.asarray(pose_c2w, dtype=np.float32))
     return world, np.stack([v, u], axis=1)
 
 

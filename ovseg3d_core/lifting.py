@@ -1,0 +1,206 @@
+"""Multi-view 2D -> 3D feature lifting into a :class:`~ovseg3d_core.scene.SceneMap`.
+
+For each keyframe the map's voxels are projected into the depth camera; a voxel takes the
+feature of the feature-map pixel its centre lands on (nearest pixel of the H' x W' map, whose
+intrinsics are the depth intrinsics rescaled) if it passes the official GeoPurify/OpenScene
+visibility test (DESIGN §3): inside the image minus a ``border_px`` margin, in front of the
+camera, and ``|depth(u, v) - z| <= occlusion_ratio * depth(u, v)``.
+
+Fusion modes
+------------
+``mean``
+    Running mean over all views that see the voxel (the OpenScene baseline).
+``topk_agreement``
+    GeoPurify's "top-k views that agree on the consensus class". Each view's feature is
+    classified against a fixed vocabulary (cosine similarity to the class text embeddings;
+    class = argmax, confidence = the winning cosine). Per voxel we keep: one vote per view
+    for its class (``class_votes``, N x C), and a memory of ``topk`` views (feature, class,
+    confidence). A new view replaces the memory slot of lowest priority when its own priority
+    is higher, where priority = confidence + 2 if the view's class equals the voxel's current
+    consensus (majority vote) else confidence, so agreeing views always outrank dissenting ones
+    and empty slots rank lowest. The voxel's fused feature is the mean of the remembered views
+    of the consensus class (all remembered views if none agrees), written into the map's
+    feature accumulator, whose weight counts the views seen. Memory cost: ``topk`` x D x 2
+    bytes per voxel (float16) plus 4 C bytes of votes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ovseg3d_core.config import Config, setting
+from ovseg3d_core.frame import RGBDFrame
+from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, transform_points, validate_pose
+from ovseg3d_core.scene import FLOAT16_MAX, SceneMap
+
+TOPK_FEATURES = "topk_features"
+TOPK_CLASSES = "topk_classes"
+TOPK_SCORES = "topk_scores"
+CLASS_VOTES = "class_votes"
+_AGREEMENT_BONUS = 2.0  # > the range of a cosine, so agreement dominates confidence
+_TOPK_CHUNK = 8192
+
+
+@dataclass
+class LiftingConfig(Config):
+    """Visibility test and fusion (defaults: GeoPurify's official ScanNet settings)."""
+
+    occlusion_ratio: float = setting(
+        0.05, "visible if |depth - z| <= ratio * depth (ScanNet 0.05, Matterport 0.02)", low=0.0, high=1.0
+    )
+    border_px: int = setting(10, "ignore projections within this many pixels of the depth-image border", low=0)
+    fusion: str = setting("mean", "multi-view fusion", choices=("mean", "topk_agreement"))
+    topk: int = setting(3, "views remembered per voxel by topk_agreement", low=1, high=32)
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Voxels of a map visible in one keyframe and the feature-map pixel each one reads."""
+
+    slots: np.ndarray  # map slots (unique)
+    rows: np.ndarray  # flat indices into the H' x W' feature map
+
+
+class FeatureLifter:
+    """Projects 2D feature maps of keyframes into a SceneMap's voxels and fuses them."""
+
+    def __init__(self, config: LiftingConfig | None = None, class_embeddings: np.ndarray | None = None) -> None:
+        self.config = config or LiftingConfig()
+        self._classes: np.ndarray | None = None
+        if class_embeddings is not None:
+            self.set_vocabulary(class_embeddings)
+        elif self.config.fusion == "topk_agreement":
+            raise GeometryError("topk_agreement fusion needs class_embeddings (C x D text embeddings)")
+
+    def set_vocabulary(self, class_embeddings: np.ndarray) -> None:
+        """Text embeddings (C x D) the top-k mode votes with; rows are L2-normalised here."""
+        classes = np.asarray(class_embeddings, dtype=np.float32)
+        if classes.ndim != 2 or len(classes) == 0 or not np.all(np.isfinite(classes)):
+            raise GeometryError(f"class embeddings must be a finite non-empty C x D array, got {classes.shape}")
+        norms = np.linalg.norm(classes, axis=1, keepdims=True)
+        if np.any(norms == 0):
+            raise GeometryError("class embeddings contain a zero vector")
+        self._classes = classes / norms
+
+    def visible(
+        self, scene: SceneMap, depth: np.ndarray, intrinsics: CameraIntrinsics, pose: np.ndarray, map_size: tuple
+    ) -> Visibility:
+        """Visibility test of DESIGN §3 for every map voxel; ``map_size`` = (H', W') of the feature map."""
+        pose = validate_pose(pose)
+        depth = np.asarray(depth)
+        if depth.dtype.kind != "f":
+            raise GeometryError(f"depth must be float metres, got {depth.dtype}")
+        if depth.shape != (intrinsics.height, intrinsics.width):
+            size = f"{intrinsics.width}x{intrinsics.height}"
+            raise GeometryError(f"depth is {depth.shape[::-1]} but intrinsics are {size}")
+        if len(scene) == 0:
+            return Visibility(np.empty(0, np.int64), np.empty(0, np.int64))
+        world_to_camera = np.linalg.inv(pose).astype(np.float32)
+        camera = transform_points(scene.positions(copy=False), world_to_camera)
+        z = camera[:, 2]
+        front = np.flatnonzero(z > 1e-6)
+        x, y, z = camera[front, 0] / z[front], camera[front, 1] / z[front], z[front]
+        u = np.floor(x * intrinsics.fx + intrinsics.cx + 0.5)
+        v = np.floor(y * intrinsics.fy + intrinsics.cy + 0.5)
+        border = self.config.border_px
+        inside = (u >= border) & (u < intrinsics.width - border) & (v >= border) & (v < intrinsics.height - border)
+        front, x, y, z = front[inside], x[inside], y[inside], z[inside]
+        measured = depth[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+        with np.errstate(invalid="ignore"):
+            seen = (measured > 0) & (np.abs(measured - z) <= self.config.occlusion_ratio * measured)
+        front, x, y = front[seen], x[seen], y[seen]
+        height, width = map_size
+        scaled = intrinsics.scaled(width, height)
+        fu = np.clip(np.floor(x * scaled.fx + scaled.cx + 0.5), 0, width - 1).astype(np.int64)
+        fv = np.clip(np.floor(y * scaled.fy + scaled.cy + 0.5), 0, height - 1).astype(np.int64)
+        return Visibility(front, fv * width + fu)
+
+    def lift(
+        self,
+        scene: SceneMap,
+        feature_map: np.ndarray,
+        depth: np.ndarray,
+        intrinsics: CameraIntrinsics,
+        pose: np.ndarray,
+        valid: np.ndarray | None = None,
+    ) -> int:
+        """Fuse one keyframe's H' x W' x D feature map (any resolution) into ``scene``.
+
+        ``depth`` (metres, 0 = invalid), ``intrinsics`` and ``pose`` (camera-to-world) are those of
+        the depth image the visibility test uses. ``valid`` (H' x W' bool) marks the pixels that
+        carry a feature (a 2D model's missed segments do not), so voxels seen only there stay
+        unobserved instead of averaging in zeros. Returns the number of voxels updated. Invalid
+        input raises :class:`GeometryError` before the map is touched.
+        """
+        features = np.asarray(feature_map)
+        if features.ndim != 3 or features.shape[0] < 1 or features.shape[1] < 1 or features.shape[2] < 1:
+            raise GeometryError(f"feature map must be H' x W' x D, got shape {features.shape}")
+        if features.dtype.kind != "f":
+            raise GeometryError(f"feature map must be floating point, got {features.dtype}")
+        high, low = float(features.max()), float(features.min())  # NaN propagates, no temporary copy
+        if not (np.isfinite(high) and np.isfinite(low)):
+            raise GeometryError("feature map contains NaN or inf")
+        if scene.config.feature_dtype == "float16" and max(high, -low) > FLOAT16_MAX:
+            raise GeometryError(f"feature magnitude {max(high, -low):.3g} overflows the map's float16 storage")
+        if self.config.fusion == "topk_agreement" and self._classes.shape[1] != features.shape[2]:
+            raise GeometryError(f"feature dim {features.shape[2]} != class embedding dim {self._classes.shape[1]}")
+        if valid is not None:
+            valid = np.asarray(valid)
+            if valid.shape != features.shape[:2] or valid.dtype != bool:
+                raise GeometryError(
+                    f"valid mask must be a {features.shape[:2]} bool array, got {valid.shape} {valid.dtype}"
+                )
+        visibility = self.visible(scene, depth, intrinsics, pose, features.shape[:2])
+        if valid is not None:
+            keep = valid.reshape(-1)[visibility.rows]
+            visibility = Visibility(visibility.slots[keep], visibility.rows[keep])
+        source = features.reshape(-1, features.shape[2])
+        if self.config.fusion == "mean":
+            scene.accumulate_features(visibility.slots, source, visibility.rows)
+        else:
+            self._fuse_topk(scene, source, visibility)
+        return len(visibility.slots)
+
+    def lift_frame(self, scene: SceneMap, feature_map: np.ndarray, frame: RGBDFrame) -> int:
+        """:meth:`lift` with the depth, intrinsics and pose of an :class:`RGBDFrame`."""
+        frame.validate()
+        return self.lift(scene, feature_map, frame.depth, frame.intrinsics, frame.pose)
+
+    def _fuse_topk(self, scene: SceneMap, source: np.ndarray, visibility: Visibility) -> None:
+        classes = self._classes
+        k, dim, n_classes = self.config.topk, source.shape[1], len(classes)
+        memory = scene.channel(TOPK_FEATURES, (k, dim), np.float16)
+        memory_classes = scene.channel(TOPK_CLASSES, (k,), np.int32, fill=-1)
+        memory_scores = scene.channel(TOPK_SCORES, (k,), np.float32)
+        votes = scene.channel(CLASS_VOTES, (n_classes,), np.float32)
+        for start in range(0, len(visibility.slots), _TOPK_CHUNK):
+            slots = visibility.slots[start : start + _TOPK_CHUNK]
+            view = source[visibility.rows[start : start + _TOPK_CHUNK]].astype(np.float32)
+            norms = np.linalg.norm(view, axis=1)
+            cosine = (view @ classes.T) / np.maximum(norms, 1e-12)[:, None]
+            label = cosine.argmax(axis=1)
+            score = cosine[np.arange(len(slots)), label]
+            slot_votes = votes[slots]
+            slot_votes[np.arange(len(slots)), label] += 1
+            votes[slots] = slot_votes
+            consensus = slot_votes.argmax(axis=1)
+
+            kept_classes, kept_scores = memory_classes[slots], memory_scores[slots]
+            priority = np.where(
+                kept_classes < 0, -np.inf, kept_scores + _AGREEMENT_BONUS * (kept_classes == consensus[:, None])
+            )
+            new_priority = score + _AGREEMENT_BONUS * (label == consensus)
+            weakest = priority.argmin(axis=1)
+            take = new_priority > priority[np.arange(len(slots)), weakest]
+            rows, columns = slots[take], weakest[take]
+            memory[rows, columns] = view[take]
+            memory_classes[rows, columns] = label[take]
+            memory_scores[rows, columns] = score[take]
+
+            kept_classes = memory_classes[slots]
+            agree = kept_classes == consensus[:, None]
+            use = np.where(agree.any(axis=1, keepdims=True), agree, kept_classes >= 0).astype(np.float32)
+            fused = np.einsum("nk,nkd->nd", use, memory[slots].astype(np.float32)) / use.sum(axis=1, keepdims=True)
+            scene.set_features(slots, fused, slot_votes.sum(axis=1))
