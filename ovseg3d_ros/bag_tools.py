@@ -126,7 +126,7 @@ def write_bag(
     storage: str = "mcap",
     start_time_s: float = DEFAULT_START_TIME_S,
     camera_frame: str = "camera_optical_frame",
-    world_frame: str = "world",
+    world_frame: str = "map",
     progress: bool = True,
     description: str = "",
     expected_frames: int | None = None,
@@ -314,7 +314,7 @@ def _build_parser() -> argparse.ArgumentParser:
     write.add_argument("--format", choices=STORAGE_FORMATS, default="mcap", dest="storage")
     write.add_argument("--start-time", type=float, default=DEFAULT_START_TIME_S, help="stamp of frame 0 (s)")
     write.add_argument("--camera-frame", default="camera_optical_frame")
-    write.add_argument("--world-frame", default="world")
+    write.add_argument("--world-frame", default="map")
 
     play = commands.add_parser("play", help="publish a bag with its original timing")
     play.add_argument("bag", type=Path)

@@ -89,7 +89,7 @@ def test_written_7scenes_bag_reads_back_exactly(tmp_path, storage):
         np.testing.assert_array_equal(depth.data.view("<u2").reshape(480, 640), np.where(raw_mm == 65535, 0, raw_mm))
 
         timestamp, pose, _ = bag[TOPIC_POSE][i]
-        assert timestamp == expected_ns and pose.header.frame_id == "world"
+        assert timestamp == expected_ns and pose.header.frame_id == "map"
         q = pose.pose.orientation
         matrix = np.eye(4)
         matrix[:3, :3] = quat2mat([q.w, q.x, q.y, q.z])

@@ -1,0 +1,224 @@
+"""Open-vocabulary segmentation of a growing scene: the library's three-line entry point.
+
+    segmenter = SceneSegmenter(SegmenterConfig(), class_names=SCANNET20_CLASSES)
+    for i, frame in enumerate(frames): segmenter.add_frame(frame, keyframe=i % 10 == 0)
+    labeling = segmenter.label(["chair", "something to sit on"])
+
+It owns the voxel map, the 2D feature source, the lifter, the purification (GeoPurify student or
+plain geometric affinity) and the labeler, and keeps them consistent: geometry can grow every
+frame, features are lifted at keyframes, and the pooling operator is rebuilt only when the map
+changed since the last :meth:`purify` (a vocabulary change on a purified map reuses it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ovseg3d_core.config import Config, setting
+from ovseg3d_core.encoders.registry import EncoderConfig, build_dense_extractor, build_text_encoder
+from ovseg3d_core.frame import RGBDFrame
+from ovseg3d_core.labeling import Labeler, Labeling, LabelingConfig
+from ovseg3d_core.lifting import FeatureLifter, LiftingConfig
+from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingConfig, PoolingOperator
+from ovseg3d_core.scene import SceneConfig, SceneMap
+
+PURIFICATION_MODES = ("student", "geometric", "none")
+DEFAULT_VOCABULARY = [
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+    "picture", "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink",
+    "bathtub", "otherfurniture",
+]  # fmt: skip
+
+
+@dataclass
+class SegmenterConfig(Config):
+    """Everything the segmentation pipeline needs; the scene node declares it as its parameters."""
+
+    scene: SceneConfig = setting(SceneConfig(), "voxel map")
+    lifting: LiftingConfig = setting(LiftingConfig(), "2D -> 3D feature lifting")
+    encoders: EncoderConfig = setting(EncoderConfig(), "2D feature source and text encoder")
+    purification: str = setting(
+        "student", "student (GeoPurify), geometric (no student) or none (raw fusion)", choices=PURIFICATION_MODES
+    )
+    student_checkpoint: str = setting("", "student weights file; empty = the shipped geometry-only student")
+    pooling: PoolingConfig = setting(PoolingConfig(), "geometry-guided pooling")
+    labeling: LabelingConfig = setting(LabelingConfig(), "vocabulary labeling")
+    vocabulary: list[str] = setting(DEFAULT_VOCABULARY, "initial vocabulary (ScanNet20 names)")
+
+
+@dataclass
+class PurifyReport:
+    """What the last purification did, for logs and status lines."""
+
+    voxels: int
+    mode: str
+    student_ms: float = 0.0
+    pooling_ms: float = 0.0
+    observed_voxels: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class SegmenterError(ValueError):
+    """The segmenter cannot do what was asked in its current state (e.g. label an empty map)."""
+
+
+class SceneSegmenter:
+    """Voxel map + lifted VLM features + GeoPurify purification + open-vocabulary labels."""
+
+    def __init__(self, config: SegmenterConfig | None = None, class_names: Sequence[str] | None = None) -> None:
+        self.config = config or SegmenterConfig()
+        self.class_names = list(class_names) if class_names else None
+        self.scene = SceneMap(self.config.scene)
+        self.labeler = Labeler(build_text_encoder(self.config.encoders, prompted=False), self.config.labeling)
+        self.labeler.set_vocabulary(self.config.vocabulary)
+        self.lifter = FeatureLifter(self.config.lifting, class_embeddings=self._lifting_classes())
+        self._source = None
+        self._student = None
+        self._purified_version: int | None = None
+        self.last_purify: PurifyReport | None = None
+        self.keyframes = 0
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def feature_source(self):
+        """The configured 2D source, built on first use (OpenCLIP weights load only when needed)."""
+        if self._source is None:
+            self._source = build_dense_extractor(self.config.encoders, self.class_names, self.labeler.encoder)
+        return self._source
+
+    @property
+    def source_name(self) -> str:
+        """Backend name for logs; the simulated source is always called the noisy oracle."""
+        return "noisy oracle" if self.config.encoders.dense == "noisy_oracle" else self.config.encoders.dense
+
+    def integrate(self, frame: RGBDFrame) -> int:
+        """Fuse a frame's geometry and colour; returns voxels touched (0 if it was skipped)."""
+        return self.scene.integrate(frame)
+
+    def lift(self, frame: RGBDFrame) -> int:
+        """Run the 2D source on a keyframe and lift its features into the map."""
+        features = self.feature_source.extract_frame(frame, view_index=self.keyframes)
+        lifted = self.lifter.lift(
+            self.scene, features.features, frame.depth, frame.intrinsics, frame.pose, valid=features.valid
+        )
+        self.keyframes += 1
+        return lifted
+
+    def add_frame(self, frame: RGBDFrame, keyframe: bool = True) -> int:
+        """Integrate a frame and, at keyframes, lift its features; returns voxels touched."""
+        touched = self.integrate(frame)
+        if keyframe and touched:
+            self.lift(frame)
+        return touched
+
+    def add_points(self, xyz: np.ndarray, rgb: np.ndarray | None = None, stamp: float = 0.0) -> int:
+        """Fuse world-frame points (e.g. a PointCloud2 or mesh vertices) into the map's geometry."""
+        return self.scene.integrate_points(xyz, rgb, stamp)
+
+    # ------------------------------------------------------------ purification
+    def _lifting_classes(self) -> np.ndarray | None:
+        return self.labeler.text_embeddings if self.config.lifting.fusion == "topk_agreement" else None
+
+    def _load_student(self):
+        if self._student is None:
+            from ovseg3d_core.purify.student import load_student
+
+            self._student = load_student(self.config.student_checkpoint or None)
+        return self._student
+
+    def student_embeddings(self) -> np.ndarray:
+        """N x 128 unit embeddings of the current map's voxels from the student affinity network."""
+        from ovseg3d_core.purify.student import embed_voxels, student_input_features
+
+        student = self._load_student()
+        coords = np.floor(self.scene.positions() / self.scene.voxel_size).astype(np.int64)
+        coords -= coords.min(axis=0)
+        semantic = self.scene.features() if student.config.variant == "official" else None
+        feats = student_input_features(student.config, coords, self.scene.colors(), self.scene.normals(), semantic)
+        return embed_voxels(student, coords, feats)
+
+    def pooling_operator(self) -> tuple[PoolingOperator | None, dict[str, float]]:
+        """The propagation operator of the configured purification for the current map."""
+        mode, timings = self.config.purification, {}
+        if mode == "none":
+            return None, timings
+        pooling = GeometryGuidedPooling(self.config.pooling)
+        start = time.perf_counter()
+        if mode == "geometric":
+            operator = pooling.from_geometry(self.scene.positions(), self.scene.colors(), self.scene.normals())
+        else:
+            embeddings = self.student_embeddings()
+            timings["student_ms"] = (time.perf_counter() - start) * 1e3
+            start = time.perf_counter()
+            operator = pooling.from_embeddings(self.scene.positions(), embeddings)
+        timings["pooling_ms"] = (time.perf_counter() - start) * 1e3
+        return operator, timings
+
+    def purify(self, force: bool = False) -> PurifyReport:
+        """Rebuild the labeler's scene (features + pooling operator) if the map changed."""
+        if len(self.scene) == 0:
+            raise SegmenterError("the scene map is empty: integrate frames before purifying")
+        if self.scene.feature_dim == 0:
+            raise SegmenterError("no features have been lifted yet: add a keyframe first")
+        if not force and self._purified_version == self.scene.version and self.last_purify is not None:
+            return self.last_purify
+        operator, timings = self.pooling_operator()
+        features = self.scene.features()
+        self.labeler.set_scene(features, operator)
+        self._purified_version = self.scene.version
+        observed = int(np.count_nonzero(self.scene.feature_weights() > 0))
+        self.last_purify = PurifyReport(
+            voxels=len(self.scene),
+            mode=self.config.purification,
+            student_ms=timings.get("student_ms", 0.0),
+            pooling_ms=timings.get("pooling_ms", 0.0),
+            observed_voxels=observed,
+            timings=timings,
+        )
+        return self.last_purify
+
+    # ---------------------------------------------------------------- outputs
+    def set_vocabulary(self, labels: Sequence[str]) -> None:
+        """Replace the vocabulary; on error the previous one stays."""
+        self.labeler.set_vocabulary(labels)
+        if self.config.lifting.fusion == "topk_agreement":
+            self.lifter.set_vocabulary(self.labeler.text_embeddings)
+
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        return self.labeler.vocabulary
+
+    def label(self, vocabulary: Sequence[str] | None = None) -> Labeling:
+        """Per-voxel labels for the vocabulary (changing it first when given), purifying if needed."""
+        if vocabulary is not None:
+            self.set_vocabulary(vocabulary)
+        self.purify()
+        return self.labeler.label()
+
+    def query(self, text: str) -> np.ndarray:
+        """Per-voxel score (pooled cosine, -1..1) of a free-text query against the current map."""
+        if not isinstance(text, str) or not text.strip():
+            raise SegmenterError("the query text is empty")
+        self.purify()
+        return self.labeler.class_scores([text.strip()])[:, 0]
+
+    def reset(self) -> None:
+        """Forget the map (vocabulary and loaded models stay)."""
+        self.scene.reset()
+        self._purified_version = None
+        self.last_purify = None
+        self.keyframes = 0
+
+    def save(self, path: str | Path) -> Path:
+        return self.scene.save(path)
+
+    def load(self, path: str | Path) -> None:
+        """Replace the map with a saved one; on error the current map stays."""
+        self.scene = SceneMap.load(path, self.config.scene)
+        self._purified_version = None
+        self.last_purify = None

@@ -1,0 +1,393 @@
+"""scene_node: RGB-D (+ poses, points) in, labeled cloud + legend out, vocabulary/query/reset/save services.
+
+The executor thread only converts messages and hands frames to a worker through a queue that
+drops the oldest frame when full. The worker integrates every frame, lifts 2D features at
+keyframes and purifies + publishes on a period. Services share the segmenter under one lock; any
+bad input is logged (or answered with success=false) and the map built so far is kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import ColorRGBA, Header
+from std_srvs.srv import Trigger
+
+from ovseg3d_core.config import Config, setting
+from ovseg3d_core.frame import RGBDFrame
+from ovseg3d_core.keyframes import KeyframeConfig, KeyframeSelector
+from ovseg3d_core.labeling import Labeling
+from ovseg3d_core.segmenter import DEFAULT_VOCABULARY, SceneSegmenter, SegmenterConfig
+from ovseg3d_core.viz.cloud_render import label_palette
+from ovseg3d_ros.approximate_sync import subscribe_synchronized
+from ovseg3d_ros.conversions import (
+    camera_info_to_intrinsics,
+    cloud_to_xyz_rgb,
+    image_to_depth,
+    image_to_labels,
+    image_to_rgb,
+    labeled_cloud_to_msg,
+    pose_stamped_to_matrix,
+    stamp_to_nanoseconds,
+)
+from ovseg3d_ros.msg import Legend
+from ovseg3d_ros.pose_buffer import PoseBuffer
+from ovseg3d_ros.qos import cloud_output_qos, latched_qos, sensor_input_qos
+from ovseg3d_ros.srv import QueryScene, SaveScene, SetVocabulary
+
+try:  # TF when the ROS install has it; the camera_pose topic otherwise (ENVIRONMENT.md)
+    import tf2_ros
+except ImportError:
+    tf2_ros = None
+
+BACKGROUND_NAME = "background"
+
+
+def score_colormap(values: np.ndarray) -> np.ndarray:
+    """RGBA in [0, 1] for query scores (inferno: dark = weak, yellow = strong match)."""
+    import matplotlib
+
+    return matplotlib.colormaps["inferno"](values)
+
+
+@dataclass
+class SceneNodeConfig(Config):
+    """Scheduling and topic settings of scene_node; ``segmenter`` holds the library's own config."""
+
+    world_frame: str = setting("map", "fixed frame of the map, the poses and the published clouds")
+    use_tf: bool = setting(True, "take camera poses from TF when tf2_ros is importable (else camera_pose)")
+    keyframes: KeyframeConfig = setting(KeyframeConfig(), "when to run the 2D model on a frame")
+    purify_period_s: float = setting(5.0, "purify + publish the labeled cloud this often (0 = on demand)", low=0.0)
+    queue_size: int = setting(4, "frames waiting for the worker; the oldest is dropped when full", low=1, high=1000)
+    sync_slop_s: float = setting(0.05, "largest stamp difference between synchronised images (s)", low=0.0)
+    sync_queue_size: int = setting(10, "messages per input kept by the synchroniser", low=1, high=1000)
+    pose_tolerance_s: float = setting(0.05, "largest gap between a frame and its camera_pose (s)", low=0.0)
+    pose_wait_s: float = setting(0.5, "how long the worker waits for a frame's pose to arrive (s)", low=0.0)
+    load_path: str = setting("", "scene file to load at start-up (empty = start empty)")
+    status_period_s: float = setting(10.0, "seconds between status log lines", low=0.5)
+    oracle_class_names: list[str] = setting(
+        DEFAULT_VOCABULARY, "class names indexed by semantic/image ids (noisy oracle backend only)"
+    )
+    segmenter: SegmenterConfig = setting(SegmenterConfig(), "segmentation pipeline")
+
+
+@dataclass
+class NodeCounters:
+    frames: int = 0
+    keyframes: int = 0
+    rejected: int = 0
+    no_pose: int = 0
+    points: int = 0
+    clouds: int = 0
+
+
+def legend_message(labeling: Labeling, colors: np.ndarray, header: Header) -> Legend:
+    counts = labeling.counts()
+    return Legend(
+        header=header,
+        labels=[*labeling.vocabulary, BACKGROUND_NAME],
+        colors=[ColorRGBA(r=float(r), g=float(g), b=float(b), a=1.0) for r, g, b in colors],
+        point_counts=[int(c) for c in counts],
+    )
+
+
+class SceneNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("scene_node", **kwargs)
+        from ovseg3d_ros.parameters import declare_config
+
+        self.config = declare_config(self, SceneNodeConfig)
+        cfg = self.config
+        self.segmenter = SceneSegmenter(cfg.segmenter, class_names=cfg.oracle_class_names)
+        self.backend = self.segmenter.source_name
+        self.counters = NodeCounters()
+        self.lock = threading.RLock()
+        from ovseg3d_ros.frame_queue import DroppingQueue
+
+        self.queue: DroppingQueue[tuple[RGBDFrame, Header]] = DroppingQueue(cfg.queue_size)
+        self.keyframe_selector = KeyframeSelector(cfg.keyframes)
+        self.poses = PoseBuffer()
+        self._dirty = False
+        self._last_publish = time.monotonic()
+        self._stop = threading.Event()
+        self._warned: dict[str, float] = {}
+
+        self.cloud_pub = self.create_publisher(PointCloud2, "labeled_cloud", cloud_output_qos())
+        self.legend_pub = self.create_publisher(Legend, "legend", latched_qos())
+
+        sensors = ReentrantCallbackGroup()
+        self.tf_buffer = None
+        if cfg.use_tf and tf2_ros is not None:
+            self.tf_buffer = tf2_ros.Buffer()
+            self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+        else:
+            self.create_subscription(
+                PoseStamped, "camera_pose", self._on_pose, sensor_input_qos(50), callback_group=sensors
+            )
+        inputs = [(Image, "rgb/image"), (Image, "depth/image"), (CameraInfo, "rgb/camera_info")]
+        if cfg.segmenter.encoders.dense == "noisy_oracle":
+            inputs.append((Image, "semantic/image"))
+        self.sync = subscribe_synchronized(
+            self, inputs, self._on_frame, sensor_input_qos(), cfg.sync_queue_size, cfg.sync_slop_s, sensors
+        )
+        self.create_subscription(PointCloud2, "points", self._on_points, sensor_input_qos(), callback_group=sensors)
+
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_service(SetVocabulary, "~/set_vocabulary", self._set_vocabulary, callback_group=services)
+        self.create_service(QueryScene, "~/query", self._query, callback_group=services)
+        self.create_service(Trigger, "~/reset", self._reset, callback_group=services)
+        self.create_service(SaveScene, "~/save", self._save, callback_group=services)
+        self.create_timer(cfg.status_period_s, self._log_status)
+
+        if cfg.load_path:
+            self._load(cfg.load_path)
+        self._publish_legend_only()
+        self.worker = threading.Thread(target=self._work, name="scene_worker", daemon=True)
+        self.worker.start()
+        self.get_logger().info(
+            f"[{self.backend}] scene_node ready: world_frame={cfg.world_frame}, purification="
+            f"{cfg.segmenter.purification}, poses from {'TF' if self.tf_buffer else 'camera_pose'}, "
+            f"vocabulary of {len(self.segmenter.vocabulary)}"
+        )
+
+    # ----------------------------------------------------------------- inputs
+    def _warn(self, key: str, message: str, period_s: float = 5.0) -> None:
+        """Log a warning at most once per ``period_s`` per kind, so a bad stream cannot flood the log."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) >= period_s:
+            self._warned[key] = now
+            self.get_logger().warning(message)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        if msg.header.frame_id and msg.header.frame_id != self.config.world_frame:
+            self._warn(
+                "pose_frame", f"camera_pose in frame {msg.header.frame_id!r}, expected {self.config.world_frame!r}"
+            )
+            return
+        try:
+            self.poses.add(stamp_to_nanoseconds(msg.header.stamp), pose_stamped_to_matrix(msg))
+        except (ValueError, ArithmeticError) as error:
+            self._warn("pose_bad", f"ignored camera_pose: {error}")
+
+    def _camera_pose(self, header: Header) -> np.ndarray | None:
+        if self.tf_buffer is not None:
+            from ovseg3d_ros.conversions import pose_to_matrix
+
+            try:
+                transform = self.tf_buffer.lookup_transform(self.config.world_frame, header.frame_id, header.stamp)
+            except Exception as error:  # tf2 raises several unrelated exception types
+                self._warn("tf", f"no transform {self.config.world_frame} <- {header.frame_id!r}: {error}")
+                return None
+            t, q = transform.transform.translation, transform.transform.rotation
+            pose = PoseStamped().pose
+            pose.position.x, pose.position.y, pose.position.z = t.x, t.y, t.z
+            pose.orientation = q
+            return pose_to_matrix(pose)
+        tolerance = int(self.config.pose_tolerance_s * 1e9)
+        return self.poses.lookup(stamp_to_nanoseconds(header.stamp), tolerance)
+
+    def _on_frame(
+        self, rgb_msg: Image, depth_msg: Image, info_msg: CameraInfo, semantic_msg: Image | None = None
+    ) -> None:
+        """Convert a synchronised set to a frame (pose filled in by the worker) and queue it."""
+        self.counters.frames += 1
+        try:
+            frame = RGBDFrame(
+                color=image_to_rgb(rgb_msg),
+                depth=image_to_depth(depth_msg),
+                intrinsics=camera_info_to_intrinsics(info_msg),
+                pose=np.eye(4),
+                stamp=stamp_to_nanoseconds(depth_msg.header.stamp) * 1e-9,
+                labels=image_to_labels(semantic_msg).astype(np.int64) if semantic_msg is not None else None,
+                name=f"frame-{self.counters.frames}",
+            ).validate()
+        except (ValueError, ArithmeticError) as error:
+            self.counters.rejected += 1
+            self._warn("frame_bad", f"frame rejected: {error}")
+            return
+        self.queue.put((frame, depth_msg.header))
+
+    def _resolve_pose(self, frame: RGBDFrame, header: Header) -> bool:
+        """Fill in the frame's camera pose, waiting up to ``pose_wait_s`` for one that arrives late."""
+        deadline = time.monotonic() + self.config.pose_wait_s
+        while True:
+            pose = self._camera_pose(header)
+            if pose is not None or time.monotonic() >= deadline or self._stop.is_set():
+                break
+            time.sleep(0.01)
+        if pose is None:
+            self.counters.no_pose += 1
+            self._warn("no_pose", f"{frame.name} skipped: no camera pose within pose_tolerance_s of its stamp")
+            return False
+        frame.pose = pose
+        return True
+
+    def _on_points(self, msg: PointCloud2) -> None:
+        if msg.header.frame_id != self.config.world_frame:
+            self._warn(
+                "points_frame", f"points in frame {msg.header.frame_id!r} ignored; expected {self.config.world_frame!r}"
+            )
+            return
+        try:
+            xyz, rgb = cloud_to_xyz_rgb(msg)
+            with self.lock:
+                self.segmenter.add_points(xyz, rgb, stamp_to_nanoseconds(msg.header.stamp) * 1e-9)
+            self.counters.points += 1
+            self._dirty = True
+        except (ValueError, ArithmeticError) as error:
+            self._warn("points_bad", f"points rejected: {error}")
+
+    # ----------------------------------------------------------------- worker
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            item = self.queue.get(timeout=0.2)
+            if item is not None and self._resolve_pose(*item):
+                self._process(item[0])
+            period = self.config.purify_period_s
+            if period > 0 and self._dirty and time.monotonic() - self._last_publish >= period:
+                self.publish_labels()
+
+    def _process(self, frame: RGBDFrame) -> None:
+        try:
+            frame.validate()
+            with self.lock:
+                touched = self.segmenter.integrate(frame)
+                if touched and self.keyframe_selector.is_keyframe(frame.pose, frame.stamp):
+                    self.segmenter.lift(frame)
+                    self.counters.keyframes += 1
+            self._dirty = self._dirty or bool(touched)
+        except (ValueError, ArithmeticError) as error:
+            self.counters.rejected += 1
+            self._warn("integrate", f"frame {frame.name} not integrated: {error}")
+
+    def _header(self) -> Header:
+        return Header(stamp=self.get_clock().now().to_msg(), frame_id=self.config.world_frame)
+
+    def publish_labels(self) -> Labeling | None:
+        """Purify (if the map changed), label and publish the cloud and legend; None if nothing to label."""
+        self._last_publish = time.monotonic()
+        with self.lock:
+            if self.segmenter.scene.feature_dim == 0:
+                return None
+            try:
+                labeling = self.segmenter.label()
+            except (ValueError, ArithmeticError) as error:
+                self._warn("label", f"labeling failed: {error}")
+                return None
+            positions = self.segmenter.scene.positions()
+            report = self.segmenter.last_purify
+            self._dirty = False
+        palette = label_palette(len(labeling.vocabulary))
+        header = self._header()
+        colors = (palette[labeling.labels] * 255).astype(np.uint8)
+        self.cloud_pub.publish(
+            labeled_cloud_to_msg(positions, colors, labeling.labels.astype(np.uint32), labeling.scores, header)
+        )
+        self.legend_pub.publish(legend_message(labeling, palette, header))
+        self.counters.clouds += 1
+        self.get_logger().info(
+            f"[{self.backend}] published {len(positions)} labeled voxels "
+            f"(purification {report.mode}: student {report.student_ms:.0f} ms, pooling {report.pooling_ms:.0f} ms)"
+        )
+        return labeling
+
+    def _publish_legend_only(self) -> None:
+        vocabulary = self.segmenter.vocabulary
+        labeling = Labeling(np.empty(0, np.int64), np.empty(0, np.float32), vocabulary)
+        self.legend_pub.publish(legend_message(labeling, label_palette(len(vocabulary)), self._header()))
+
+    # --------------------------------------------------------------- services
+    def _set_vocabulary(self, request: SetVocabulary.Request, response: SetVocabulary.Response):
+        try:
+            with self.lock:
+                self.segmenter.set_vocabulary(list(request.labels))
+            labeling = self.publish_labels()
+            if labeling is None:
+                self._publish_legend_only()
+            response.success = True
+            response.message = f"vocabulary of {len(request.labels)} labels set"
+        except (ValueError, ArithmeticError) as error:
+            response.success, response.message = False, str(error)
+        return response
+
+    def _query(self, request: QueryScene.Request, response: QueryScene.Response):
+        try:
+            if not np.isfinite(request.threshold):
+                raise ValueError(f"threshold must be finite, got {request.threshold}")
+            with self.lock:
+                scores = self.segmenter.query(request.text)
+                positions = self.segmenter.scene.positions()
+                labels = self.segmenter.labeler.label().labels
+            keep = scores >= request.threshold
+            heat = (score_colormap(np.clip(scores[keep], 0.0, 1.0))[:, :3] * 255).astype(np.uint8)
+            response.cloud = labeled_cloud_to_msg(
+                positions[keep], heat, labels[keep].astype(np.uint32), scores[keep].astype(np.float32), self._header()
+            )
+            response.max_score = float(scores.max()) if len(scores) else 0.0
+            response.success = True
+            response.message = f"{int(keep.sum())} of {len(scores)} voxels score >= {request.threshold:.3f}"
+        except (ValueError, ArithmeticError) as error:
+            response.success, response.message = False, str(error)
+        return response
+
+    def _reset(self, _request: Trigger.Request, response: Trigger.Response):
+        with self.lock:
+            dropped = self.queue.clear()
+            self.segmenter.reset()
+            self.keyframe_selector.reset()
+            self._dirty = False
+        self._publish_legend_only()
+        response.success, response.message = True, f"scene cleared ({dropped} queued frames discarded)"
+        return response
+
+    def _save(self, request: SaveScene.Request, response: SaveScene.Response):
+        try:
+            if not request.path.strip():
+                raise ValueError("the save path is empty")
+            with self.lock:
+                path = self.segmenter.save(request.path)
+                voxels = len(self.segmenter.scene)
+            response.success, response.message = True, f"saved {voxels} voxels to {path}"
+        except (OSError, ValueError) as error:
+            response.success, response.message = False, f"save failed: {error}"
+        return response
+
+    def _load(self, path: str) -> None:
+        try:
+            with self.lock:
+                self.segmenter.load(path)
+            self._dirty = True
+            self.get_logger().info(f"loaded {len(self.segmenter.scene)} voxels from {path}")
+        except (OSError, ValueError) as error:
+            self.get_logger().error(f"could not load {path!r}: {error}; starting with an empty scene")
+
+    def _log_status(self) -> None:
+        c = self.counters
+        self.get_logger().info(
+            f"[{self.backend}] frames {c.frames} (keyframes {c.keyframes}, dropped {self.queue.dropped}, "
+            f"rejected {c.rejected}, no pose {c.no_pose}), point clouds {c.points}, "
+            f"voxels {len(self.segmenter.scene)}, clouds published {c.clouds}"
+        )
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        if self.worker.is_alive():
+            self.worker.join(timeout=5)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    from ovseg3d_ros.bringup import spin_nodes
+
+    return spin_nodes([SceneNode], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""SceneSegmenter: rendered ScanNet views + noisy oracle -> labeled voxels, vocabulary changes, queries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from ovseg3d_core.data.rendering import generate_trajectory, render_views
+from ovseg3d_core.data.scannet import IGNORE_INDEX, SCANNET20_CLASSES, load_scannet_scan
+from ovseg3d_core.segmenter import SceneSegmenter, SegmenterConfig, SegmenterError
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return load_scannet_scan()
+
+
+@pytest.fixture(scope="module")
+def frames(scan):
+    return render_views(scan, scan.scannet20_ids, generate_trajectory(scan, 6, seed=3))
+
+
+@pytest.fixture(scope="module")
+def segmenter(frames):
+    config = SegmenterConfig.from_dict(
+        {"purification": "geometric", "scene": {"voxel_size": 0.04}, "pooling": {"k": 16, "iterations": 4}}
+    )
+    segmenter = SceneSegmenter(config, class_names=SCANNET20_CLASSES)
+    for frame in frames:
+        segmenter.add_frame(frame, keyframe=True)
+    return segmenter
+
+
+def ground_truth(scan, positions: np.ndarray) -> np.ndarray:
+    _, nearest = cKDTree(scan.vertices).query(positions)
+    return scan.scannet20_ids[nearest]
+
+
+def test_labels_agree_with_the_annotation(scan, segmenter):
+    labeling = segmenter.label(list(SCANNET20_CLASSES))
+    gt = ground_truth(scan, segmenter.scene.positions())
+    annotated = gt != IGNORE_INDEX
+    assert annotated.sum() > 1000
+    accuracy = (labeling.labels[annotated] == gt[annotated]).mean()
+    assert accuracy > 0.6, accuracy  # chance over 20 classes is 0.05
+    assert segmenter.keyframes == 6 and segmenter.last_purify.mode == "geometric"
+
+
+def test_free_text_vocabulary_and_query_follow_the_text_space(scan, segmenter):
+    gt = ground_truth(scan, segmenter.scene.positions())
+    labeling = segmenter.label(["couch", "floor", "wall"])
+    sofa = gt == SCANNET20_CLASSES.index("sofa")
+    assert sofa.sum() > 50
+    assert (labeling.labels[sofa] == 0).mean() > 0.5  # "couch" finds the points annotated sofa
+    scores = segmenter.query("a sofa")
+    top = np.argsort(-scores)[: sofa.sum()]
+    assert sofa[top].mean() > 0.5  # the best-scoring voxels are mostly the annotated sofa (it is ~10% of the map)
+    with pytest.raises(SegmenterError, match="empty"):
+        segmenter.query("  ")
+
+
+def test_bad_vocabulary_keeps_the_previous_one(segmenter):
+    segmenter.set_vocabulary(["chair", "table"])
+    for bad in ([], ["chair", "chair"], [""]):
+        with pytest.raises(ValueError):
+            segmenter.set_vocabulary(bad)
+    assert segmenter.vocabulary == ("chair", "table")
+
+
+def test_purify_is_cached_until_the_map_changes(segmenter, frames):
+    first = segmenter.purify()
+    assert segmenter.purify() is first
+    segmenter.add_frame(frames[0], keyframe=False)
+    assert segmenter.purify() is not first
+
+
+def test_save_reset_load_round_trip(segmenter, tmp_path):
+    path = segmenter.save(tmp_path / "scene.npz")
+    before = segmenter.label(["wall", "floor"]).labels
+    voxels = len(segmenter.scene)
+    segmenter.reset()
+    assert len(segmenter.scene) == 0
+    with pytest.raises(SegmenterError, match="empty"):
+        segmenter.purify()
+    segmenter.load(path)
+    assert len(segmenter.scene) == voxels
+    np.testing.assert_array_equal(segmenter.label(["wall", "floor"]).labels, before)
+
+
+def test_student_purification_runs_the_shipped_student(frames):
+    from ovseg3d_core.purify.student import SHIPPED_CHECKPOINT
+
+    assert SHIPPED_CHECKPOINT.is_file(), "the geometry-only student checkpoint must ship with the package"
+    config = SegmenterConfig.from_dict({"scene": {"voxel_size": 0.05}, "pooling": {"k": 16, "iterations": 4}})
+    segmenter = SceneSegmenter(config, class_names=SCANNET20_CLASSES)
+    for frame in frames[:3]:
+        segmenter.add_frame(frame)
+    labeling = segmenter.label(["wall", "floor", "table"])
+    assert segmenter.last_purify.mode == "student" and segmenter.last_purify.student_ms > 0
+    assert len(labeling.labels) == len(segmenter.scene)
+    assert set(np.unique(labeling.labels)) <= {0, 1, 2, 3}
