@@ -514,16 +514,29 @@ class SceneMap:
         self._geometry_version += 1
 
     # ------------------------------------------------------------------- I/O
-    def to_ply(self, path: str | Path) -> Path:
-        """Export positions, colours and normals as a binary PLY point cloud (Open3D)."""
+    def to_ply(
+        self, path: str | Path, colors: np.ndarray | None = None, fields: dict[str, np.ndarray] | None = None
+    ) -> Path:
+        """Export positions, colours (default: the observed ones), normals and extra per-voxel ``fields``
+        (e.g. ``label``, ``score``) as a binary PLY point cloud (Open3D tensor API)."""
         import open3d as o3d
 
         path = Path(path)
-        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(self.positions().astype(np.float64)))
-        cloud.colors = o3d.utility.Vector3dVector(self.colors().astype(np.float64) / 255.0)
-        cloud.normals = o3d.utility.Vector3dVector(self.normals().astype(np.float64))
+        colors = self.colors() if colors is None else np.asarray(colors)
+        columns = {"colors": colors, "normals": self.normals(), **(fields or {})}
+        cloud = o3d.t.geometry.PointCloud(o3d.core.Tensor(self.positions().astype(np.float32)))
+        for name, values in columns.items():
+            values = np.asarray(values)
+            if len(values) != len(self):
+                raise ValueError(f"PLY field {name!r} has {len(values)} rows for {len(self)} voxels")
+            values = values.reshape(len(self), -1)
+            if values.dtype.kind == "f":
+                values = values.astype(np.float32)
+            elif values.dtype != np.uint8:
+                values = values.astype(np.int32)
+            cloud.point[name] = o3d.core.Tensor(np.ascontiguousarray(values))
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not o3d.io.write_point_cloud(str(path), cloud, write_ascii=False):
+        if not o3d.t.io.write_point_cloud(str(path), cloud, write_ascii=False):
             raise OSError(f"Open3D could not write {path}")
         return path
 

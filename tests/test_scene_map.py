@@ -219,6 +219,22 @@ def test_to_ply(tmp_path, scene: SceneMap) -> None:
     assert cloud.has_normals()
 
 
+def test_to_ply_with_label_fields(tmp_path, scene: SceneMap) -> None:
+    import open3d as o3d
+
+    labels = np.arange(len(scene)) % 7
+    scores = np.linspace(-1, 1, len(scene), dtype=np.float32)
+    colors = np.zeros((len(scene), 3), np.uint8)
+    path = scene.to_ply(tmp_path / "labeled.ply", colors=colors, fields={"label": labels, "score": scores})
+    header = path.read_bytes()[:400].decode("latin-1")
+    assert "property uchar red" in header and "property int label" in header and "property float score" in header
+    cloud = o3d.t.io.read_point_cloud(str(path))
+    np.testing.assert_array_equal(cloud.point.label.numpy().ravel(), labels)
+    np.testing.assert_allclose(cloud.point.score.numpy().ravel(), scores)
+    with pytest.raises(ValueError, match="label"):
+        scene.to_ply(tmp_path / "bad.ply", fields={"label": labels[:3]})
+
+
 def test_reset(scene: SceneMap) -> None:
     copy = scene.subset(np.arange(len(scene)))
     copy.reset()
