@@ -6,7 +6,6 @@ import math
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,75 +47,14 @@ def start_node(tmp_path: Path, load_path: str = "") -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-class Client:
-    """The test's side of the conversation: subscriptions, service calls and publishers."""
-
-    def __init__(self, context) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from sensor_msgs.msg import PointCloud2
-
-        from ovseg3d_ros.msg import Legend
-        from ovseg3d_ros.qos import cloud_output_qos, latched_qos
-
-        self.node = rclpy.create_node("scene_node_test_client", context=context)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.clouds: list = []
-        self.legends: list = []
-        self.node.create_subscription(PointCloud2, "labeled_cloud", self.clouds.append, cloud_output_qos())
-        self.node.create_subscription(Legend, "legend", self.legends.append, latched_qos())
-        self.publishers: dict = {}
-
-    def wait_for(self, condition, timeout: float = 60.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not condition() and time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.1)
-        return condition()
-
-    def call(self, service_type, name: str, timeout: float = 60.0, **fields):
-        client = self.node.create_client(service_type, f"/scene_node/{name}")
-        assert client.wait_for_service(timeout_sec=timeout), f"{name} not available"
-        future = client.call_async(service_type.Request(**fields))
-        assert self.wait_for(future.done, timeout), f"{name} did not answer"
-        self.node.destroy_client(client)
-        return future.result()
-
-    def publish(self, topic: str, msg) -> None:
-        from ovseg3d_ros.qos import sensor_input_qos
-
-        if topic not in self.publishers:
-            self.publishers[topic] = self.node.create_publisher(type(msg), topic, sensor_input_qos())
-            time.sleep(0.5)  # discovery
-        self.publishers[topic].publish(msg)
-
-    def wait_until_settled(self, quiet_s: float = 2.0, timeout: float = 120.0) -> None:
-        """Wait until no new labeled cloud arrived for ``quiet_s`` (the node integrated everything)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            seen = len(self.clouds)
-            self.wait_for(lambda: len(self.clouds) > seen, quiet_s)
-            if len(self.clouds) == seen:
-                return
-        raise AssertionError("the node kept publishing new clouds")
-
-    def latest_cloud_after(self, action, timeout: float = 60.0):
-        seen = len(self.clouds)
-        result = action()
-        assert self.wait_for(lambda: len(self.clouds) > seen, timeout), "no labeled cloud arrived"
-        return result, self.clouds[-1]
-
-
 def test_scene_node_end_to_end(rendered, tmp_path, ros_context):
-    from std_srvs.srv import Trigger
-
     from ovseg3d_ros.bag_tools import frame_messages, play_bag
+    from ovseg3d_ros.client import Ovseg3dClient
     from ovseg3d_ros.conversions import read_labeled_cloud
-    from ovseg3d_ros.srv import QueryScene, SaveScene, SetVocabulary
 
     bag, frames, scan = rendered
     process = start_node(tmp_path)
-    client = Client(ros_context)
+    client = Ovseg3dClient(ros_context, name="scene_node_test_client")
     try:
         # Frames from a bag become a labeled cloud lying on the scanned surface.
         summary = play_bag(bag, context=ros_context, rate=2.0, wait_for_subscribers_s=60, progress=False)
@@ -132,9 +70,7 @@ def test_scene_node_end_to_end(rendered, tmp_path, ros_context):
         assert client.legends and len(client.legends[-1].labels) == 21  # ScanNet20 + background
 
         # A new vocabulary relabels the next cloud and the latched legend.
-        reply, cloud_msg = client.latest_cloud_after(
-            lambda: client.call(SetVocabulary, "set_vocabulary", labels=["couch", "floor", "wall"])
-        )
+        reply, cloud_msg = client.next_cloud(lambda: client.set_vocabulary(["couch", "floor", "wall"]))
         assert reply.success, reply.message
         voxels = cloud_msg.width
         relabeled = read_labeled_cloud(cloud_msg)
@@ -143,7 +79,7 @@ def test_scene_node_end_to_end(rendered, tmp_path, ros_context):
         assert sum(client.legends[-1].point_counts) == voxels
 
         # A query returns scored points above the threshold.
-        reply = client.call(QueryScene, "query", text="sofa", threshold=0.3)
+        reply = client.query("sofa", threshold=0.3)
         assert reply.success, reply.message
         queried = read_labeled_cloud(reply.cloud)
         assert 0 < len(queried.points) < voxels and np.all(queried.scores >= 0.3)
@@ -183,41 +119,37 @@ def test_scene_node_end_to_end(rendered, tmp_path, ros_context):
         client.wait_for(lambda: False, 2.0)  # let the node receive and reject them
 
         for labels in ([], [f"label {i}" for i in range(10_000)], ["chair", ""]):
-            reply = client.call(SetVocabulary, "set_vocabulary", labels=labels)
+            reply = client.set_vocabulary(labels)
             assert not reply.success and reply.message
         for text, threshold in (("", 0.1), ("chair", math.nan)):
-            reply = client.call(QueryScene, "query", text=text, threshold=threshold)
+            reply = client.query(text, threshold)
             assert not reply.success and reply.message
         not_a_directory = tmp_path / "a-file"
         not_a_directory.write_text("")
         for path in ("", str(not_a_directory / "scene.npz")):
-            reply = client.call(SaveScene, "save", path=path)
+            reply = client.save(path)
             assert not reply.success and reply.message
         assert process.poll() is None, "scene_node died on bad input"
-        reply, cloud_msg = client.latest_cloud_after(
-            lambda: client.call(SetVocabulary, "set_vocabulary", labels=["couch", "floor", "wall"])
-        )
+        reply, cloud_msg = client.next_cloud(lambda: client.set_vocabulary(["couch", "floor", "wall"]))
         assert reply.success and cloud_msg.width == voxels, "bad input changed the map"
 
         # Save, reset, and a restarted node that loads the file restore the scene.
         saved = tmp_path / "scene.npz"
-        reply = client.call(SaveScene, "save", path=str(saved))
+        reply = client.save(str(saved))
         assert reply.success and saved.is_file(), reply.message
-        reply = client.call(Trigger, "reset")
+        reply = client.reset()
         assert reply.success
         assert client.wait_for(lambda: sum(client.legends[-1].point_counts) == 0)
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         process = start_node(tmp_path, load_path=str(saved))
-        reply, cloud_msg = client.latest_cloud_after(
-            lambda: client.call(SetVocabulary, "set_vocabulary", labels=["couch", "floor", "wall"])
-        )
+        reply, cloud_msg = client.next_cloud(lambda: client.set_vocabulary(["couch", "floor", "wall"]))
         assert reply.success and cloud_msg.width == voxels
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:
-        client.node.destroy_node()
+        client.close()
         if process.poll() is None:
             process.kill()
         output = process.communicate()[0]
