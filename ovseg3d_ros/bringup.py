@@ -9,7 +9,6 @@ the large labeled clouds reach other processes; SIGINT and SIGTERM shut everythi
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -36,8 +35,7 @@ def spin_nodes(factories: Sequence[Callable[..., Node]], args: list[str] | None 
     from ovseg3d_ros.fastdds_profile import use_fastdds_profile
 
     use_fastdds_profile()
-    rclpy.init(args=args)
-    signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
+    rclpy.init(args=args)  # installs rclpy's SIGINT/SIGTERM handlers, which wake and stop the executor
     nodes: list[Node] = []
     try:
         nodes = [factory() for factory in factories]

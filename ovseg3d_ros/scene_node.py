@@ -34,6 +34,7 @@ from ovseg3d_ros.conversions import (
     image_to_labels,
     image_to_rgb,
     labeled_cloud_to_msg,
+    nanoseconds_to_stamp,
     pose_stamped_to_matrix,
     stamp_to_nanoseconds,
 )
@@ -115,6 +116,7 @@ class SceneNode(Node):
         self.keyframe_selector = KeyframeSelector(cfg.keyframes)
         self.poses = PoseBuffer()
         self._dirty = False
+        self._latest_stamp_ns: int | None = None  # newest observation in the map: the stamp of its clouds
         self._last_publish = time.monotonic()
         self._stop = threading.Event()
         self._warned: dict[str, float] = {}
@@ -240,7 +242,7 @@ class SceneNode(Node):
             with self.lock:
                 self.segmenter.add_points(xyz, rgb, stamp_to_nanoseconds(msg.header.stamp) * 1e-9)
             self.counters.points += 1
-            self._dirty = True
+            self._observed(stamp_to_nanoseconds(msg.header.stamp))
         except (ValueError, ArithmeticError) as error:
             self._warn("points_bad", f"points rejected: {error}")
 
@@ -249,12 +251,23 @@ class SceneNode(Node):
         while not self._stop.is_set():
             item = self.queue.get(timeout=0.2)
             if item is not None and self._resolve_pose(*item):
-                self._process(item[0])
-            period = self.config.purify_period_s
-            if period > 0 and self._dirty and time.monotonic() - self._last_publish >= period:
+                self._process(*item)
+            if self._purify_due():
                 self.publish_labels()
 
-    def _process(self, frame: RGBDFrame) -> None:
+    def _purify_due(self) -> bool:
+        """Purify once per period when frames are not waiting, and at the latest after four periods."""
+        period = self.config.purify_period_s
+        if period <= 0 or not self._dirty:
+            return False
+        waited = time.monotonic() - self._last_publish
+        return waited >= 4 * period or (waited >= period and len(self.queue) == 0)
+
+    def _observed(self, stamp_ns: int) -> None:
+        self._latest_stamp_ns = max(stamp_ns, self._latest_stamp_ns or stamp_ns)
+        self._dirty = True
+
+    def _process(self, frame: RGBDFrame, header: Header) -> None:
         try:
             frame.validate()
             with self.lock:
@@ -262,13 +275,17 @@ class SceneNode(Node):
                 if touched and self.keyframe_selector.is_keyframe(frame.pose, frame.stamp):
                     self.segmenter.lift(frame)
                     self.counters.keyframes += 1
-            self._dirty = self._dirty or bool(touched)
+                if touched:
+                    self._observed(stamp_to_nanoseconds(header.stamp))
         except (ValueError, ArithmeticError) as error:
             self.counters.rejected += 1
             self._warn("integrate", f"frame {frame.name} not integrated: {error}")
 
     def _header(self) -> Header:
-        return Header(stamp=self.get_clock().now().to_msg(), frame_id=self.config.world_frame)
+        """Clouds carry the stamp of the newest observation they contain (now, for a loaded or empty map)."""
+        if self._latest_stamp_ns is None:
+            return Header(stamp=self.get_clock().now().to_msg(), frame_id=self.config.world_frame)
+        return Header(stamp=nanoseconds_to_stamp(self._latest_stamp_ns), frame_id=self.config.world_frame)
 
     def publish_labels(self) -> Labeling | None:
         """Purify (if the map changed), label and publish the cloud and legend; None if nothing to label."""
@@ -343,6 +360,7 @@ class SceneNode(Node):
             self.segmenter.reset()
             self.keyframe_selector.reset()
             self._dirty = False
+            self._latest_stamp_ns = None
         self._publish_legend_only()
         response.success, response.message = True, f"scene cleared ({dropped} queued frames discarded)"
         return response

@@ -60,7 +60,9 @@ def test_colcon_builds_interfaces_and_installs_python_sources(tmp_path):
     assert (site / "ovseg3d_ros" / "msg" / "_legend.py").is_file()
     assert (install / "share" / "ovseg3d_ros" / "package.xml").is_file()
     assert (install / "share" / "ovseg3d_ros" / "config").is_dir()
-    assert os.access(install / "lib" / "ovseg3d_ros" / "ovseg3d-bag", os.X_OK)
+    for executable in ("scene_node", "retrieval_node", "bringup", "ovseg3d-bag"):
+        assert os.access(install / "lib" / "ovseg3d_ros" / executable, os.X_OK), executable
+    assert (install / "share" / "ovseg3d_ros" / "launch" / "ovseg3d.launch.py").is_file()
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "ovseg3d_ros").is_file()
 
     # Import from the install space only, as `source install/setup.bash` would arrange.

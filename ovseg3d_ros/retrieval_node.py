@@ -1,0 +1,70 @@
+"""retrieval_node: `~/retrieve` answers a text description with the k best shapes of the database.
+
+The database (index + clouds) is loaded, or built once and cached, at start-up; a request never
+kills the node: empty or non-UTF-8 text, k = 0 or k beyond the database come back as
+``success=false`` with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from rclpy.node import Node
+from std_msgs.msg import Header
+
+from ovseg3d_core.config import Config, setting
+from ovseg3d_core.retrieval.database import ShapeDatabase, ShapeDatabaseConfig
+from ovseg3d_ros.conversions import xyz_rgb_to_cloud
+from ovseg3d_ros.srv import RetrieveShapes
+
+
+@dataclass
+class RetrievalNodeConfig(Config):
+    frame_id: str = setting("shape", "frame_id of the returned shape clouds (unit-sphere shape coordinates)")
+    database: ShapeDatabaseConfig = setting(ShapeDatabaseConfig(), "shape database")
+
+
+class RetrievalNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("retrieval_node", **kwargs)
+        from ovseg3d_ros.parameters import declare_config
+
+        self.config = declare_config(self, RetrievalNodeConfig)
+        start = time.perf_counter()
+        self.database = ShapeDatabase.load_or_build(self.config.database)
+        self.create_service(RetrieveShapes, "~/retrieve", self._retrieve)
+        self.get_logger().info(
+            f"retrieval_node ready: {len(self.database)} shapes ({time.perf_counter() - start:.1f} s to load)"
+        )
+
+    def _retrieve(self, request: RetrieveShapes.Request, response: RetrieveShapes.Response):
+        try:
+            start = time.perf_counter()
+            ids, scores = self.database.retrieve(request.text, int(request.k))
+            response.shape_ids = ids
+            response.scores = [float(s) for s in scores]
+            if request.include_clouds:
+                header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.config.frame_id)
+                response.clouds = [self._cloud(shape_id, header) for shape_id in ids]
+            response.success = True
+            response.message = f"{len(ids)} shapes in {(time.perf_counter() - start) * 1e3:.1f} ms"
+        except (ValueError, KeyError) as error:
+            response.success, response.message = False, str(error)
+        return response
+
+    def _cloud(self, shape_id: str, header: Header):
+        points = self.database.cloud(shape_id)
+        colors = (np.clip(points[:, 3:6], 0, 1) * 255).astype(np.uint8)
+        return xyz_rgb_to_cloud(points[:, :3], colors, header)
+
+
+def main(args: list[str] | None = None) -> int:
+    from ovseg3d_ros.bringup import spin_nodes
+
+    return spin_nodes([RetrievalNode], args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
