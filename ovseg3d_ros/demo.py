@@ -131,7 +131,8 @@ def evaluate(scene_file: Path, config, out: Path, timings: Timings) -> dict:
     return {"raw": results["none"], "purified": results[config.purification], "voxels": len(positions)}
 
 
-def write_query_render(reply, out: Path) -> Path:
+def write_query_render(reply, scene_points: np.ndarray, out: Path) -> Path:
+    """The query's matching voxels in their score colours over the whole scene in grey."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,27 +142,28 @@ def write_query_render(reply, out: Path) -> Path:
     from ovseg3d_ros.conversions import read_labeled_cloud
 
     cloud = read_labeled_cloud(reply.cloud)
+    points = np.concatenate([scene_points, cloud.points])
+    colors = np.concatenate([np.full((len(scene_points), 3), 0.85), cloud.colors / 255.0])
     path = out / "query.png"
     fig, ax = plt.subplots(figsize=(6, 6))
-    if len(cloud.points):
-        ax.imshow(rasterize(cloud.points, cloud.colors / 255.0, view="top"))
-    ax.set_title(f'"{QUERY_TEXT}": {len(cloud.points)} voxels (max score {reply.max_score:.2f})', fontsize=10)
+    ax.imshow(rasterize(points, colors, view="perspective"))
+    ax.set_title(
+        f'"{QUERY_TEXT}": {len(cloud.points)} voxels above the threshold (max score {reply.max_score:.2f})',
+        fontsize=9,
+    )
     ax.axis("off")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def write_retrieval_panel(reply, out: Path) -> Path:
-    from ovseg3d_core.viz.cloud_render import rasterize
+def write_retrieval_panel(reply, database_shapes: int, out: Path) -> Path:
+    """The retrieved shapes' thumbnails, read from the same cached database the node answered from."""
+    from ovseg3d_core.retrieval.database import ShapeDatabase, ShapeDatabaseConfig
     from ovseg3d_core.viz.retrieval_panel import save_retrieval_panel
-    from ovseg3d_ros.conversions import cloud_to_xyz_rgb
 
-    renders = []
-    for cloud in reply.clouds:
-        xyz, rgb = cloud_to_xyz_rgb(cloud)
-        image = rasterize(xyz, rgb / 255.0, view="perspective", size=224, splat=1)
-        renders.append((image * 255).astype(np.uint8))
+    database = ShapeDatabase.load_or_build(ShapeDatabaseConfig(procedural_shapes=database_shapes), progress=False)
+    renders = [database.thumbnails[shape_id] for shape_id in reply.shape_ids]
     return save_retrieval_panel([RETRIEVAL_TEXT], [renders], out / "retrieval.png", scores=[list(reply.scores)])
 
 
@@ -246,7 +248,7 @@ def run(args: argparse.Namespace) -> dict:
         if not query.success:
             raise RuntimeError(f"query failed: {query.message}")
         summary["query"] = {"text": QUERY_TEXT, "message": query.message, "max_score": round(query.max_score, 4)}
-        summary["files"]["query"] = write_query_render(query, out).name
+        summary["files"]["query"] = write_query_render(query, cloud.points, out).name
 
         start = time.perf_counter()
         retrieved = client.retrieve(RETRIEVAL_TEXT, k=5, include_clouds=True)
@@ -258,7 +260,7 @@ def run(args: argparse.Namespace) -> dict:
             "shape_ids": list(retrieved.shape_ids),
             "scores": [round(float(s), 4) for s in retrieved.scores],
         }
-        summary["files"]["retrieval"] = write_retrieval_panel(retrieved, out).name
+        summary["files"]["retrieval"] = write_retrieval_panel(retrieved, args.database_shapes, out).name
 
         scene_file = out / "scene.npz"
         saved = client.save(str(scene_file))
@@ -321,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="", help="local OpenCLIP weights for --backend openclip")
     parser.add_argument("--purification", choices=("student", "geometric", "none"), default="student")
     parser.add_argument("--rate", type=float, default=1.0, help="bag playback speed factor")
-    parser.add_argument("--query-threshold", type=float, default=0.5)
+    parser.add_argument("--query-threshold", type=float, default=0.55)
     parser.add_argument("--seed", type=int, default=0, help="camera trajectory seed")
     parser.add_argument("--database-shapes", type=int, default=200, help="procedural shapes in the retrieval database")
     args = parser.parse_args(argv)

@@ -52,7 +52,7 @@ BACKGROUND_NAME = "background"
 
 
 def score_colormap(values: np.ndarray) -> np.ndarray:
-    """RGBA in [0, 1] for query scores (inferno: dark = weak, yellow = strong match)."""
+    """RGBA in [0, 1] for query scores scaled to [0, 1] over the returned points (inferno: dark = weakest)."""
     import matplotlib
 
     return matplotlib.colormaps["inferno"](values)
@@ -343,7 +343,9 @@ class SceneNode(Node):
                 positions = self.segmenter.scene.positions()
                 labels = self.segmenter.labeler.label().labels
             keep = scores >= request.threshold
-            heat = (score_colormap(np.clip(scores[keep], 0.0, 1.0))[:, :3] * 255).astype(np.uint8)
+            kept = scores[keep]
+            span = max(float(kept.max() - kept.min()), 1e-6) if len(kept) else 1.0
+            heat = (score_colormap((kept - (kept.min() if len(kept) else 0.0)) / span)[:, :3] * 255).astype(np.uint8)
             response.cloud = labeled_cloud_to_msg(
                 positions[keep], heat, labels[keep].astype(np.uint32), scores[keep].astype(np.float32), self._header()
             )

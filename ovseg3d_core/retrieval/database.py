@@ -20,6 +20,7 @@ from ovseg3d_core.config import Config, setting
 from ovseg3d_core.data.root import REPO_ROOT
 
 SHIPPED_DIR = REPO_ROOT / "training" / "checkpoints" / "retrieval"
+DATABASE_VERSION = 2  # part of the cache key: bump when the cached files change layout
 
 
 @dataclass
@@ -33,11 +34,12 @@ class ShapeDatabaseConfig(Config):
 
 
 class ShapeDatabase:
-    """A :class:`ShapeIndex` plus a coloured point cloud (N x 6, xyz + rgb in [0, 1]) per shape."""
+    """A :class:`ShapeIndex`, a coloured point cloud (N x 6, xyz + rgb in [0, 1]) and a thumbnail per shape."""
 
-    def __init__(self, index, clouds: dict[str, np.ndarray]) -> None:
+    def __init__(self, index, clouds: dict[str, np.ndarray], thumbnails: dict[str, np.ndarray]) -> None:
         self.index = index
         self.clouds = clouds
+        self.thumbnails = thumbnails
 
     def __len__(self) -> int:
         return len(self.index)
@@ -58,8 +60,10 @@ class ShapeDatabase:
         if not (folder / "index.npz").is_file():
             _build(config, checkpoint, experiment, folder, progress)
         with np.load(folder / "clouds.npz", allow_pickle=False) as data:
-            clouds = dict(zip(data["ids"].tolist(), data["points"].astype(np.float32), strict=True))
-        return cls(ShapeIndex.load(folder / "index.npz"), clouds)
+            ids = data["ids"].tolist()
+            clouds = dict(zip(ids, data["points"].astype(np.float32), strict=True))
+            thumbnails = dict(zip(ids, data["thumbnails"], strict=True))
+        return cls(ShapeIndex.load(folder / "index.npz"), clouds, thumbnails)
 
 
 def _sources(config: ShapeDatabaseConfig) -> tuple[Path, Path]:
@@ -72,7 +76,7 @@ def _sources(config: ShapeDatabaseConfig) -> tuple[Path, Path]:
 
 
 def _cache_folder(config: ShapeDatabaseConfig, checkpoint: Path, experiment: Path) -> Path:
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps([DATABASE_VERSION, config.to_dict()], sort_keys=True).encode())
     digest.update(checkpoint.read_bytes())
     digest.update(experiment.read_bytes())
     root = Path(config.cache_dir) if config.cache_dir else REPO_ROOT / ".cache" / "shape_database"
@@ -114,5 +118,10 @@ def _build(config: ShapeDatabaseConfig, checkpoint: Path, experiment_path: Path,
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     index.save(tmp / "index.npz")
-    np.savez(tmp / "clouds.npz", ids=np.array([s.shape_id for s in samples], dtype=str), points=points)
+    np.savez(
+        tmp / "clouds.npz",
+        ids=np.array([s.shape_id for s in samples], dtype=str),
+        points=points,
+        thumbnails=np.stack([s.views[0] for s in samples]),  # the first rendered view, for result panels
+    )
     os.replace(tmp, folder)
