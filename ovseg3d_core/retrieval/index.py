@@ -1,0 +1,247 @@
+"""ShapeIndex: a shape database embedded once by the retrieval model, queried by text or by shape.
+
+The index file is self-contained apart from the frozen text encoder: it stores the unit shape
+embeddings, the caption bank with its embeddings and the (tiny) trained text adapter as plain
+arrays, so answering a text query costs one MiniLM forward, a two-layer numpy MLP and one
+matrix-vector product; loading needs no torch model construction (well under 2 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ovseg3d_core.config import Config, setting
+
+INDEX_FORMAT = "ovseg3d.shape_index"
+INDEX_VERSION = 1
+
+
+class RetrievalQueryError(ValueError):
+    """A query cannot be answered as given (empty or oversize text, bad k, unknown shape, bad bytes)."""
+
+
+class ShapeIndexError(ValueError):
+    """An index file is missing, malformed or of an unsupported version."""
+
+
+@dataclass
+class ShapeIndexConfig(Config):
+    """Query limits; oversize inputs are refused rather than truncated so callers notice."""
+
+    max_query_chars: int = setting(2000, "longest accepted query text in characters", low=1, high=1_000_000)
+
+
+def check_query_text(text: Any, max_chars: int) -> str:
+    """Return ``text`` as a clean str, or raise :class:`RetrievalQueryError` saying what is wrong."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RetrievalQueryError(f"query bytes are not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    if not isinstance(text, str):
+        raise RetrievalQueryError(f"query must be a string, got {type(text).__name__}")
+    if len(text) > max_chars:
+        raise RetrievalQueryError(f"query is {len(text)} characters long; the limit is {max_chars}")
+    if not text.strip():
+        raise RetrievalQueryError("query text is empty")
+    return text.strip()
+
+
+def check_k(k: Any, size: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise RetrievalQueryError(f"k must be an integer, got {k!r}")
+    if k < 1:
+        raise RetrievalQueryError(f"k must be at least 1, got {k}")
+    if k > size:
+        raise RetrievalQueryError(f"k={k} is larger than the index ({size} entries)")
+    return int(k)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores, best first (partial sort: O(n) + O(k log k))."""
+    if k >= len(scores):
+        return np.argsort(-scores, kind="stable")
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+class ShapeIndex:
+    """Embedded shapes + caption bank + text adapter; ``query_text`` and ``query_shape`` answer top-k."""
+
+    def __init__(
+        self,
+        shape_ids: list[str],
+        shape_embeddings: np.ndarray,
+        captions: list[str],
+        caption_embeddings: np.ndarray,
+        caption_shape: np.ndarray,
+        text_adapter: dict[str, np.ndarray],
+        categories: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        config: ShapeIndexConfig | None = None,
+        text_encoder: Any = None,
+    ) -> None:
+        if len(shape_ids) == 0:
+            raise ShapeIndexError("an index needs at least one shape")
+        if len(set(shape_ids)) != len(shape_ids):
+            raise ShapeIndexError("shape ids must be unique")
+        if shape_embeddings.shape[0] != len(shape_ids) or caption_embeddings.shape[0] != len(captions):
+            raise ShapeIndexError("every shape and caption needs exactly one embedding row")
+        self.shape_ids = list(shape_ids)
+        self.shape_embeddings = np.ascontiguousarray(shape_embeddings, dtype=np.float32)
+        self.captions = list(captions)
+        self.caption_embeddings = np.ascontiguousarray(caption_embeddings, dtype=np.float32)
+        self.caption_shape = np.asarray(caption_shape, dtype=np.int64)
+        self.text_adapter = {k: np.asarray(v, dtype=np.float32) for k, v in text_adapter.items()}
+        self.categories = list(categories) if categories is not None else [""] * len(shape_ids)
+        self.metadata = dict(metadata or {})
+        self.config = config or ShapeIndexConfig()
+        self._text_encoder = text_encoder
+        self._row = {sid: i for i, sid in enumerate(self.shape_ids)}
+
+    def __len__(self) -> int:
+        return len(self.shape_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.shape_embeddings.shape[1])
+
+    @classmethod
+    def build(
+        cls, model, features, encoders: Any = None, batch_size: int = 256, text_encoder: Any = None
+    ) -> ShapeIndex:
+        """Embed every shape and caption of ``features`` (a :class:`ShapeFeatures`) with ``model``.
+
+        ``encoders`` (a ``FrozenEncoderConfig``, default MiniLM + EfficientNet) is recorded so a
+        loaded index encodes queries with the same frozen text encoder the features used.
+        """
+        import torch
+
+        from ovseg3d_core.retrieval.frozen_encoders import FrozenEncoderConfig
+
+        encoders = encoders or FrozenEncoderConfig()
+
+        model.eval()
+        shapes, texts = [], []
+        with torch.inference_mode():
+            for start in range(0, len(features), batch_size):
+                sl = slice(start, start + batch_size)
+                shapes.append(
+                    model.encode_shape(
+                        torch.from_numpy(features.point_tokens[sl]).float(),
+                        torch.from_numpy(features.token_geometry[sl]).float(),
+                        torch.from_numpy(features.views[sl]).float(),
+                    ).numpy()
+                )
+            for start in range(0, len(features.captions), batch_size):
+                texts.append(model.encode_text(torch.from_numpy(features.text[start : start + batch_size])).numpy())
+        adapter = model.text_adapter
+        weights = {
+            "w1": adapter[0].weight.detach().numpy().T,
+            "b1": adapter[0].bias.detach().numpy(),
+            "w2": adapter[3].weight.detach().numpy().T,
+            "b2": adapter[3].bias.detach().numpy(),
+        }
+        dim = model.config.text_dim
+        return cls(
+            features.shape_ids,
+            np.concatenate(shapes),
+            features.captions,
+            np.concatenate(texts) if texts else np.zeros((0, model.config.dim), np.float32),
+            features.caption_shape,
+            weights,
+            categories=features.categories,
+            metadata={"model_config": model.config.to_dict(), "text_dim": dim, "encoders": encoders.to_dict()},
+            text_encoder=text_encoder,
+        )
+
+    @property
+    def text_encoder(self):
+        if self._text_encoder is None:
+            from ovseg3d_core.retrieval.frozen_encoders import FrozenEncoderConfig, make_text_encoder
+
+            self._text_encoder = make_text_encoder(FrozenEncoderConfig.from_dict(self.metadata.get("encoders", {})))
+        return self._text_encoder
+
+    def adapt_text(self, text_features: np.ndarray) -> np.ndarray:
+        """Frozen text features -> unit embeddings in the shape space (the trained text adapter)."""
+        a = self.text_adapter
+        hidden = np.maximum(text_features @ a["w1"] + a["b1"], 0.0)
+        out = hidden @ a["w2"] + a["b2"]
+        return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        return self.adapt_text(self.text_encoder.encode(texts))
+
+    def query_text(self, text: str | bytes, k: int = 5) -> tuple[list[str], np.ndarray]:
+        """Top-``k`` shape ids for a free-text description, with cosine scores (best first)."""
+        text = check_query_text(text, self.config.max_query_chars)
+        k = check_k(k, len(self))
+        scores = self.shape_embeddings @ self.embed_text([text])[0]
+        best = top_k(scores, k)
+        return [self.shape_ids[i] for i in best], scores[best].astype(np.float32)
+
+    def query_shape(self, shape_id: str, k: int = 5) -> tuple[list[str], np.ndarray]:
+        """Top-``k`` captions of the caption bank for a shape of the index, with cosine scores."""
+        if shape_id not in self._row:
+            raise RetrievalQueryError(f"shape {shape_id!r} is not in the index")
+        k = check_k(k, len(self.captions))
+        scores = self.caption_embeddings @ self.shape_embeddings[self._row[shape_id]]
+        best = top_k(scores, k)
+        return [self.captions[i] for i in best], scores[best].astype(np.float32)
+
+    def save(self, path: str | Path) -> Path:
+        """One ``.npz`` (no pickles) with a JSON header naming format and version; written atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "metadata": self.metadata}
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
+        np.savez(
+            tmp,
+            header=np.array(json.dumps(header)),
+            shape_ids=np.array(self.shape_ids, dtype=str),
+            categories=np.array(self.categories, dtype=str),
+            shape_embeddings=self.shape_embeddings,
+            captions=np.array(self.captions, dtype=str),
+            caption_embeddings=self.caption_embeddings,
+            caption_shape=self.caption_shape,
+            **{f"adapter_{k}": v for k, v in self.text_adapter.items()},
+        )
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, config: ShapeIndexConfig | None = None, text_encoder: Any = None) -> ShapeIndex:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"shape index {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(str(data["header"]))
+                if header.get("format") != INDEX_FORMAT:
+                    raise ShapeIndexError(f"{path} is not a shape index (format {header.get('format')!r})")
+                if header.get("version") != INDEX_VERSION:
+                    raise ShapeIndexError(f"{path} is index version {header.get('version')}, expected {INDEX_VERSION}")
+                adapter = {k[len("adapter_") :]: data[k] for k in data.files if k.startswith("adapter_")}
+                return cls(
+                    data["shape_ids"].tolist(),
+                    data["shape_embeddings"],
+                    data["captions"].tolist(),
+                    data["caption_embeddings"],
+                    data["caption_shape"],
+                    adapter,
+                    categories=data["categories"].tolist(),
+                    metadata=header.get("metadata", {}),
+                    config=config,
+                    text_encoder=text_encoder,
+                )
+        except (KeyError, ValueError, OSError) as exc:
+            if isinstance(exc, ShapeIndexError):
+                raise
+            raise ShapeIndexError(f"{path} is not a readable shape index: {exc}") from exc

@@ -1,0 +1,158 @@
+"""Geometry-guided pooling: the operator's structure, its two equivalent paths, denoising, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ovseg3d_core.data.scannet import IGNORE_INDEX, load_scannet_scan
+from ovseg3d_core.geometry import knn
+from ovseg3d_core.purify.pooling import (
+    GeometryGuidedPooling,
+    PoolingConfig,
+    PoolingError,
+    morton_order,
+)
+
+
+def two_planes(n_side: int = 20, spacing: float = 0.02, seed: int = 0):
+    """Two touching perpendicular planes (a floor and a wall) with one embedding direction each."""
+    rng = np.random.default_rng(seed)
+    u, v = np.meshgrid(np.arange(n_side) * spacing, np.arange(n_side) * spacing)
+    floor = np.stack([u.ravel(), v.ravel(), np.zeros(u.size)], axis=1)
+    wall = np.stack([u.ravel(), np.full(u.size, -spacing), v.ravel() + spacing], axis=1)
+    positions = np.concatenate([floor, wall])
+    labels = np.repeat([0, 1], u.size)
+    embeddings = np.eye(8)[labels] + 0.05 * rng.standard_normal((len(labels), 8))
+    return positions, embeddings, labels
+
+
+@pytest.fixture(scope="module")
+def scan_crop():
+    """About 6,000 vertices of the real ScanNet scan with their ScanNet20 labels."""
+    scan = load_scannet_scan()
+    order = morton_order(scan.vertices)[:6000]
+    return scan.vertices[order], scan.colors[order], scan.scannet20_ids[order]
+
+
+def test_config_defaults_follow_geopurify():
+    cfg = PoolingConfig()
+    assert (cfg.k, cfg.scale, cfg.iterations) == (96, 20.0, 19)
+
+
+def test_rows_are_stochastic_with_k_neighbours_and_no_self_loop():
+    positions, embeddings, _ = two_planes()
+    op = GeometryGuidedPooling(PoolingConfig(k=24)).from_embeddings(positions, embeddings)
+    a = op.matrix
+    np.testing.assert_allclose(np.asarray(a.sum(axis=1)).ravel(), 1.0, rtol=1e-5)
+    assert (np.diff(a.indptr) == 24).all()
+    assert a.diagonal().max() == 0.0
+    # Each row's support is exactly that voxel's 24 nearest other voxels.
+    _, neighbours = knn(positions, 24, exclude_self=True)
+    row = 123
+    assert set(a[row].indices) == set(neighbours[row])
+
+
+def test_weights_are_softmax_of_scaled_cosine():
+    positions, embeddings, _ = two_planes()
+    op = GeometryGuidedPooling(PoolingConfig(k=16, scale=20.0)).from_embeddings(positions, embeddings)
+    row = op.matrix[57]
+    first, last = row.indices[0], row.indices[-1]
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    expected_ratio = np.exp(20.0 * (unit[57] @ unit[first] - unit[57] @ unit[last]))
+    assert row[0, first] / row[0, last] == pytest.approx(expected_ratio, rel=1e-4)
+
+
+def test_constant_field_stays_constant():
+    positions, embeddings, _ = two_planes()
+    op = GeometryGuidedPooling().from_embeddings(positions, embeddings)
+    field = np.tile([[0.3, -2.0, 5.0]], (len(positions), 1)).astype(np.float32)
+    np.testing.assert_allclose(op.propagate(field), field, rtol=1e-4)
+
+
+def test_feature_and_logit_paths_give_identical_labels():
+    rng = np.random.default_rng(1)
+    positions, embeddings, labels = two_planes()
+    text = rng.standard_normal((6, 32))
+    features = text[labels] + 1.5 * rng.standard_normal((len(labels), 32))
+    op = GeometryGuidedPooling().from_embeddings(positions, embeddings)
+    feature_path = op.propagate(features) @ text.T
+    logit_path = op.propagate(features @ text.T)
+    np.testing.assert_allclose(feature_path, logit_path, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(feature_path.argmax(1), logit_path.argmax(1))
+
+
+def test_student_affinity_denoises_without_crossing_the_boundary():
+    rng = np.random.default_rng(2)
+    positions, embeddings, labels = two_planes()
+    noisy = np.where(rng.random(len(labels)) < 0.35, 1 - labels, labels)
+    onehot = np.eye(2)[noisy]
+    pooled = GeometryGuidedPooling().from_embeddings(positions, embeddings).propagate(onehot).argmax(1)
+    assert (noisy == labels).mean() < 0.7
+    assert (pooled == labels).mean() > 0.99
+
+
+def test_geometric_affinity_denoises_real_scan_labels(scan_crop):
+    positions, colors, gt = scan_crop
+    rng = np.random.default_rng(3)
+    valid = gt != IGNORE_INDEX
+    classes = np.unique(gt[valid])
+    noisy = gt.copy()
+    flip = valid & (rng.random(len(gt)) < 0.3)
+    noisy[flip] = rng.choice(classes, flip.sum())
+    onehot = np.zeros((len(gt), 20), dtype=np.float32)
+    onehot[valid, noisy[valid]] = 1.0
+    op = GeometryGuidedPooling(PoolingConfig(k=32, iterations=5)).from_geometry(positions, colors)
+    pooled = op.propagate(onehot).argmax(1)
+    before = (noisy[valid] == gt[valid]).mean()
+    after = (pooled[valid] == gt[valid]).mean()
+    assert after > before + 0.15, (before, after)
+
+
+def test_fewer_voxels_than_k_use_all_others():
+    positions, _, _ = two_planes(n_side=3)
+    op = GeometryGuidedPooling().from_geometry(positions)
+    assert (np.diff(op.matrix.indptr) == len(positions) - 1).all()
+    np.testing.assert_allclose(np.asarray(op.matrix.sum(axis=1)).ravel(), 1.0, rtol=1e-5)
+
+
+def test_single_voxel_keeps_its_value_and_zero_iterations_is_identity():
+    op = GeometryGuidedPooling().from_embeddings(np.zeros((1, 3)), np.ones((1, 4)))
+    np.testing.assert_array_equal(op.propagate(np.array([[2.0, 3.0]])), [[2.0, 3.0]])
+    positions, embeddings, _ = two_planes(n_side=5)
+    values = np.random.default_rng(0).random((len(positions), 3))
+    op = GeometryGuidedPooling(PoolingConfig(iterations=0)).from_embeddings(positions, embeddings)
+    np.testing.assert_allclose(op.propagate(values), values)
+
+
+def test_morton_order_is_a_permutation_that_keeps_neighbours_close():
+    positions, _, _ = two_planes()
+    order = morton_order(positions)
+    assert sorted(order.tolist()) == list(range(len(positions)))
+    step = np.linalg.norm(np.diff(positions[order], axis=0), axis=1)
+    shuffled = np.linalg.norm(np.diff(positions[np.random.default_rng(0).permutation(len(positions))], axis=0), axis=1)
+    assert np.median(step) < 0.25 * np.median(shuffled)
+
+
+def test_bad_input_raises_pooling_error():
+    pooling = GeometryGuidedPooling()
+    positions, embeddings, _ = two_planes(n_side=4)
+    with pytest.raises(PoolingError, match="empty"):
+        pooling.from_embeddings(np.zeros((0, 3)), np.zeros((0, 8)))
+    with pytest.raises(PoolingError, match="NaN"):
+        bad = embeddings.copy()
+        bad[3, 1] = np.nan
+        pooling.from_embeddings(positions, bad)
+    with pytest.raises(PoolingError, match="NaN"):
+        bad = positions.copy()
+        bad[0, 0] = np.inf
+        pooling.from_geometry(bad)
+    with pytest.raises(PoolingError, match="shape"):
+        pooling.from_embeddings(positions, embeddings[:-1])
+    with pytest.raises(PoolingError, match="N x 3"):
+        pooling.from_geometry(positions[:, :2])
+    op = pooling.from_embeddings(positions, embeddings)
+    with pytest.raises(PoolingError, match="finite"):
+        op.propagate(np.full((len(positions), 2), np.nan))
+    with pytest.raises(PoolingError, match="shape"):
+        op.propagate(np.zeros((len(positions) + 1, 2)))
