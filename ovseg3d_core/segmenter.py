@@ -22,6 +22,7 @@ import numpy as np
 from ovseg3d_core.config import Config, setting
 from ovseg3d_core.encoders.registry import EncoderConfig, build_dense_extractor, build_text_encoder
 from ovseg3d_core.frame import RGBDFrame
+from ovseg3d_core.geometry import unpack_voxel_keys
 from ovseg3d_core.labeling import Labeler, Labeling, LabelingConfig
 from ovseg3d_core.lifting import FeatureLifter, LiftingConfig
 from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingConfig, PoolingOperator
@@ -43,7 +44,10 @@ class SegmenterConfig(Config):
     lifting: LiftingConfig = setting(LiftingConfig(), "2D -> 3D feature lifting")
     encoders: EncoderConfig = setting(EncoderConfig(), "2D feature source and text encoder")
     purification: str = setting(
-        "student", "student (GeoPurify), geometric (no student) or none (raw fusion)", choices=PURIFICATION_MODES
+        "geometric",
+        "geometric (bilateral kNN affinity; best measured, benchmarks/results/segmentation.md), "
+        "student (GeoPurify's learned affinity) or none (raw fusion)",
+        choices=PURIFICATION_MODES,
     )
     student_checkpoint: str = setting("", "student weights file; empty = the shipped geometry-only student")
     pooling: PoolingConfig = setting(PoolingConfig(), "geometry-guided pooling")
@@ -136,8 +140,9 @@ class SceneSegmenter:
         from ovseg3d_core.purify.student import embed_voxels, student_input_features
 
         student = self._load_student()
-        coords = np.floor(self.scene.positions() / self.scene.voxel_size).astype(np.int64)
-        coords -= coords.min(axis=0)
+        # The map's own voxel grid: the student aligns its coarse grid to these absolute coordinates,
+        # so a voxel's embedding does not change when the map grows in another corner.
+        coords = unpack_voxel_keys(self.scene.keys)
         semantic = self.scene.features() if student.config.variant == "official" else None
         feats = student_input_features(student.config, coords, self.scene.colors(), self.scene.normals(), semantic)
         return embed_voxels(student, coords, feats)

@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
     parser.add_argument("--backend", choices=("noisy_oracle", "openclip"), default="noisy_oracle")
     parser.add_argument("--checkpoint", default="", help="local OpenCLIP weights for --backend openclip")
-    parser.add_argument("--purification", choices=("student", "geometric", "none"), default="student")
+    parser.add_argument("--purification", choices=("student", "geometric", "none"), default="geometric")
     parser.add_argument("--rate", type=float, default=1.0, help="bag playback speed factor")
     parser.add_argument("--query-threshold", type=float, default=0.55)
     parser.add_argument("--seed", type=int, default=0, help="camera trajectory seed")
