@@ -101,10 +101,25 @@ class Ovseg3dClient:
     def reset(self, **kwargs: Any) -> Trigger.Response:
         return self.call(Trigger, f"{self.scene_node}/reset", **kwargs)
 
-    def retrieve(self, text: str, k: int = 5, include_clouds: bool = False, **kwargs: Any) -> RetrieveShapes.Response:
-        return self.call(
-            RetrieveShapes, f"{self.retrieval_node}/retrieve", text=text, k=k, include_clouds=include_clouds, **kwargs
-        )
+    def retrieve(
+        self, text: str, k: int = 5, include_clouds: bool = False, ready_timeout: float = 0.0, **kwargs: Any
+    ) -> RetrieveShapes.Response:
+        """Call ``~/retrieve``; with ``ready_timeout`` > 0, retry while the node is still loading its database."""
+        from ovseg3d_ros.retrieval_node import LOADING
+
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            reply = self.call(
+                RetrieveShapes,
+                f"{self.retrieval_node}/retrieve",
+                text=text,
+                k=k,
+                include_clouds=include_clouds,
+                **kwargs,
+            )
+            if reply.success or reply.message != LOADING or time.monotonic() >= deadline:
+                return reply
+            self.wait_for(lambda: False, 1.0)
 
     # ------------------------------------------------------------ publishing
     def publish(self, topic: str, msg: Any, discovery_s: float = 0.5) -> None:

@@ -32,7 +32,7 @@ RETRIEVAL_TEXT = "a round wooden table with one central leg"
 DEMO_PARAMS = """
 scene_node:
   ros__parameters:
-    purify_period_s: 2.0
+    purify_period_s: 15.0
     queue_size: 1000
     status_period_s: 10.0
     keyframes: {{translation_m: 0.0, rotation_deg: 0.0, interval_s: 0.0}}
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> dict:
         summary["files"]["query"] = write_query_render(query, cloud.points, out).name
 
         start = time.perf_counter()
-        retrieved = client.retrieve(RETRIEVAL_TEXT, k=5, include_clouds=True)
+        retrieved = client.retrieve(RETRIEVAL_TEXT, k=5, include_clouds=True, ready_timeout=600)
         timings.measure("retrieve_s", start)
         if not retrieved.success:
             raise RuntimeError(f"retrieve failed: {retrieved.message}")
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="", help="local OpenCLIP weights for --backend openclip")
     parser.add_argument("--purification", choices=("student", "geometric", "none"), default="geometric")
     parser.add_argument("--rate", type=float, default=1.0, help="bag playback speed factor")
-    parser.add_argument("--query-threshold", type=float, default=0.55)
+    parser.add_argument("--query-threshold", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=0, help="camera trajectory seed")
     parser.add_argument("--database-shapes", type=int, default=200, help="procedural shapes in the retrieval database")
     args = parser.parse_args(argv)

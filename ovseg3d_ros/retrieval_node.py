@@ -7,6 +7,7 @@ kills the node: empty or non-UTF-8 text, k = 0 or k beyond the database come bac
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from ovseg3d_core.config import Config, setting
 from ovseg3d_core.retrieval.database import ShapeDatabase, ShapeDatabaseConfig
 from ovseg3d_ros.conversions import xyz_rgb_to_cloud
 from ovseg3d_ros.srv import RetrieveShapes
+
+LOADING = "the shape database is still loading; try again shortly"
 
 
 @dataclass
@@ -32,14 +35,30 @@ class RetrievalNode(Node):
         from ovseg3d_ros.parameters import declare_config
 
         self.config = declare_config(self, RetrievalNodeConfig)
-        start = time.perf_counter()
-        self.database = ShapeDatabase.load_or_build(self.config.database)
+        self.database: ShapeDatabase | None = None
+        self._load_error: str | None = None
         self.create_service(RetrieveShapes, "~/retrieve", self._retrieve)
+        # Building the database can take a minute; loading off the executor keeps this process's
+        # other nodes (the bringup runs scene_node beside it) receiving their sensor data.
+        threading.Thread(target=self._load_database, name="shape_database", daemon=True).start()
+
+    def _load_database(self) -> None:
+        start = time.perf_counter()
+        try:
+            self.database = ShapeDatabase.load_or_build(self.config.database)
+        except (OSError, ValueError) as error:
+            self._load_error = str(error)
+            self.get_logger().error(f"could not load the shape database: {error}")
+            return
         self.get_logger().info(
             f"retrieval_node ready: {len(self.database)} shapes ({time.perf_counter() - start:.1f} s to load)"
         )
 
     def _retrieve(self, request: RetrieveShapes.Request, response: RetrieveShapes.Response):
+        if self.database is None:
+            response.success = False
+            response.message = f"shape database unavailable: {self._load_error}" if self._load_error else LOADING
+            return response
         try:
             start = time.perf_counter()
             ids, scores = self.database.retrieve(request.text, int(request.k))

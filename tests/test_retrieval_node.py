@@ -21,6 +21,7 @@ retrieval_node:
 def test_retrieve_returns_k_ranked_shapes_and_refuses_bad_requests(tmp_path, ros_context):
     from ovseg3d_ros.client import Ovseg3dClient
     from ovseg3d_ros.conversions import cloud_to_xyz_rgb
+    from ovseg3d_ros.retrieval_node import LOADING
 
     params = tmp_path / "params.yaml"
     params.write_text(PARAMS.format(cache=tmp_path / "database"))
@@ -28,7 +29,11 @@ def test_retrieve_returns_k_ranked_shapes_and_refuses_bad_requests(tmp_path, ros
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = Ovseg3dClient(ros_context, name="retrieval_test_client")
     try:
-        reply = client.retrieve("a round wooden table with one central leg", k=3, include_clouds=True, timeout=300)
+        first = client.retrieve("a chair", k=1)
+        assert first.success or first.message == LOADING  # the node answers at once, even while loading
+        reply = client.retrieve(
+            "a round wooden table with one central leg", k=3, include_clouds=True, ready_timeout=300
+        )
         assert reply.success, reply.message
         assert len(reply.shape_ids) == 3 and len(set(reply.shape_ids)) == 3
         assert list(reply.scores) == sorted(reply.scores, reverse=True)

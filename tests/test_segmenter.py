@@ -92,7 +92,9 @@ def test_student_purification_runs_the_shipped_student(frames):
     from ovseg3d_core.purify.student import SHIPPED_CHECKPOINT
 
     assert SHIPPED_CHECKPOINT.is_file(), "the geometry-only student checkpoint must ship with the package"
-    config = SegmenterConfig.from_dict({"scene": {"voxel_size": 0.05}, "pooling": {"k": 16, "iterations": 4}})
+    config = SegmenterConfig.from_dict(
+        {"purification": "student", "scene": {"voxel_size": 0.05}, "pooling": {"k": 16, "iterations": 4}}
+    )
     segmenter = SceneSegmenter(config, class_names=SCANNET20_CLASSES)
     for frame in frames[:3]:
         segmenter.add_frame(frame)
