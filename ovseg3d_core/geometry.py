@@ -72,6 +72,19 @@ def validate_pose(pose: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
     return pose
 
 
+def look_along(position: np.ndarray, forward: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Camera-to-world pose (optical frame: x right, y down, z forward) at ``position`` looking along
+    ``forward``, with no roll about ``up``."""
+    forward = np.asarray(forward, dtype=np.float64)
+    forward = forward / np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    right /= np.linalg.norm(right)
+    pose = np.eye(4)
+    pose[:3, :3] = np.stack([right, np.cross(forward, right), forward], axis=1)
+    pose[:3, 3] = position
+    return pose
+
+
 def transform_points(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """Apply a 4x4 transform to Nx3 points."""
     # einsum, not ``points @ R.T``: an N x 3 by 3 x 3 matmul goes to multi-threaded BLAS, whose

@@ -51,11 +51,14 @@ except ImportError:
 BACKGROUND_NAME = "background"
 
 
-def score_colormap(values: np.ndarray) -> np.ndarray:
-    """RGBA in [0, 1] for query scores scaled to [0, 1] over the returned points (inferno: dark = weakest)."""
+def score_colors(scores: np.ndarray) -> np.ndarray:
+    """N x 3 uint8 inferno colours of query scores scaled over their own range (dark = weakest match)."""
     import matplotlib
 
-    return matplotlib.colormaps["inferno"](values)
+    if len(scores) == 0:
+        return np.zeros((0, 3), np.uint8)
+    scaled = (scores - scores.min()) / max(float(scores.max() - scores.min()), 1e-6)
+    return (matplotlib.colormaps["inferno"](scaled)[:, :3] * 255).astype(np.uint8)
 
 
 @dataclass
@@ -343,11 +346,12 @@ class SceneNode(Node):
                 positions = self.segmenter.scene.positions()
                 labels = self.segmenter.labeler.label().labels
             keep = scores >= request.threshold
-            kept = scores[keep]
-            span = max(float(kept.max() - kept.min()), 1e-6) if len(kept) else 1.0
-            heat = (score_colormap((kept - (kept.min() if len(kept) else 0.0)) / span)[:, :3] * 255).astype(np.uint8)
             response.cloud = labeled_cloud_to_msg(
-                positions[keep], heat, labels[keep].astype(np.uint32), scores[keep].astype(np.float32), self._header()
+                positions[keep],
+                score_colors(scores[keep]),
+                labels[keep].astype(np.uint32),
+                scores[keep].astype(np.float32),
+                self._header(),
             )
             response.max_score = float(scores.max()) if len(scores) else 0.0
             response.success = True

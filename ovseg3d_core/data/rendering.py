@@ -18,7 +18,7 @@ import numpy as np
 
 from ovseg3d_core.config import Config, setting
 from ovseg3d_core.frame import RGBDFrame
-from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, validate_pose
+from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, look_along, validate_pose
 
 # ScanNet's depth camera (fx = fy ~ 577.6 at 640x480) with a centred principal point.
 DEFAULT_RENDER_INTRINSICS = CameraIntrinsics(577.59, 577.59, 319.5, 239.5, 640, 480)
@@ -258,13 +258,7 @@ def look_pose(position: np.ndarray, yaw: float, pitch: float, up: np.ndarray) ->
     basis of ``up``) tilted by ``pitch`` (radians, positive looks up), with no roll."""
     east, north = _horizontal_basis(up)
     forward = np.cos(pitch) * (np.cos(yaw) * east + np.sin(yaw) * north) + np.sin(pitch) * up
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    pose = np.eye(4)
-    pose[:3, :3] = np.stack([right, down, forward], axis=1)
-    pose[:3, 3] = position
-    return pose
+    return look_along(position, forward, up)
 
 
 def free_space_positions(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ovseg3d_core.geometry import CameraIntrinsics, project_points
+from ovseg3d_core.geometry import CameraIntrinsics, look_along, project_points
 
 UNLABELED_COLOR = np.array([0.72, 0.72, 0.72])
 VIEWS = ("top", "perspective")
@@ -35,18 +35,6 @@ def label_palette(num_classes: int) -> np.ndarray:
     else:
         colors = matplotlib.colormaps["hsv"](np.linspace(0, 1, num_classes, endpoint=False))[:, :3]
     return np.vstack([colors, UNLABELED_COLOR])
-
-
-def _look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """Camera-to-world pose (optical frame: x right, y down, z forward) looking from ``eye`` at ``target``."""
-    forward = (target - eye) / np.linalg.norm(target - eye)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    pose = np.eye(4)
-    pose[:3, :3] = np.stack([right, down, forward], axis=1)
-    pose[:3, 3] = eye
-    return pose
 
 
 def rasterize(
@@ -81,7 +69,8 @@ def rasterize(
         radius = max(float(np.linalg.norm(high - low)) / 2, 1e-6)
         az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
         direction = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-        pose = _look_at(center + 1.8 * radius * direction, center, np.array([0.0, 0.0, 1.0]))
+        eye = center + 1.8 * radius * direction
+        pose = look_along(eye, center - eye, np.array([0.0, 0.0, 1.0]))
         focal = size / (2 * np.tan(np.radians(25)))
         intrinsics = CameraIntrinsics(focal, focal, (size - 1) / 2, (size - 1) / 2, size, size)
         u, v, z = project_points(positions, intrinsics, pose)
