@@ -23,14 +23,13 @@ still evict in arrival order.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ovseg3d_core.atomic_file import atomic_savez
 from ovseg3d_core.config import Config, setting
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.geometry import GeometryError, backproject_depth, pack_voxel_keys, voxel_coords
@@ -83,21 +82,6 @@ class SceneConfig(Config):
         super().validate()
         if self.depth_max <= self.depth_min:
             raise GeometryError(f"depth_max {self.depth_max} must exceed depth_min {self.depth_min}")
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder + fsync + ``os.replace``: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class SceneMap:
@@ -549,7 +533,7 @@ class SceneMap:
         payload["config_json"] = np.array(json.dumps(self.config.to_dict()))
         payload["channel_fill_json"] = np.array(json.dumps(self._channel_fill))
         payload["tick"] = np.array(self._tick)
-        _atomic_write(path, lambda fh: np.savez(fh, **payload))
+        atomic_savez(path, **payload)
         return path
 
     @classmethod

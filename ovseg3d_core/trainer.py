@@ -294,12 +294,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary sibling, then ``os.replace``, so readers never see half a file."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    from ovseg3d_core.atomic_file import atomic_write
+
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def init_distributed() -> tuple[int, int]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ovseg3d_core.atomic_file import atomic_savez
 from ovseg3d_core.retrieval.frozen_encoders import FrozenEncoderConfig
 
 CACHE_FORMAT = "ovseg3d.retrieval_features"
@@ -78,12 +78,9 @@ class ShapeFeatures:
 
     def save(self, path: str | Path, key: str = "") -> Path:
         """Atomic ``.npz`` write (float16 for the big frozen features, halving the disk use)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-        np.savez(
-            tmp,
+        return atomic_savez(
+            path,
             meta=np.array(json.dumps(meta)),
             shape_ids=np.array(self.shape_ids, dtype=str),
             categories=np.array(self.categories, dtype=str),
@@ -94,8 +91,6 @@ class ShapeFeatures:
             caption_shape=self.caption_shape.astype(np.int64),
             text=self.text.astype(np.float32),
         )
-        os.replace(tmp, path)
-        return path
 
     @classmethod
     def load(cls, path: str | Path, key: str | None = None) -> ShapeFeatures:

@@ -9,13 +9,13 @@ matrix-vector product; loading needs no torch model construction (well under 2 s
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ovseg3d_core.atomic_file import atomic_savez
 from ovseg3d_core.config import Config, setting
 
 INDEX_FORMAT = "ovseg3d.shape_index"
@@ -198,12 +198,9 @@ class ShapeIndex:
 
     def save(self, path: str | Path) -> Path:
         """One ``.npz`` (no pickles) with a JSON header naming format and version; written atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "metadata": self.metadata}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-        np.savez(
-            tmp,
+        return atomic_savez(
+            path,
             header=np.array(json.dumps(header)),
             shape_ids=np.array(self.shape_ids, dtype=str),
             categories=np.array(self.categories, dtype=str),
@@ -213,8 +210,6 @@ class ShapeIndex:
             caption_shape=self.caption_shape,
             **{f"adapter_{k}": v for k, v in self.text_adapter.items()},
         )
-        os.replace(tmp, path)
-        return path
 
     @classmethod
     def load(cls, path: str | Path, config: ShapeIndexConfig | None = None, text_encoder: Any = None) -> ShapeIndex:
