@@ -32,7 +32,6 @@ class LabelingError(ValueError):
 
 @dataclass
 class LabelingConfig(Config):
-    prompt: PromptConfig = setting(PromptConfig(), "prompt template(s) wrapped around each class name")
     min_score: float = setting(0.0, "voxels whose best class cosine is below this are background", low=-1.0, high=1.0)
     min_coverage: float = setting(
         1e-6, "voxels whose pooled share of observed neighbours is below this are background", low=0.0, high=1.0
@@ -97,14 +96,19 @@ def checked_features(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class Labeler:
     """Holds a vocabulary's embeddings and the current scene; labels it by argmax of cosine.
 
-    ``text_encoder`` is a raw :class:`TextEncoder` (e.g. MiniLM); prompts are added here.
+    ``text_encoder`` is a raw :class:`TextEncoder` (e.g. MiniLM); ``prompts`` (the encoder config's
+    templates, so 2D features and labels share one prompt space) are added here.
     """
 
     def __init__(
-        self, text_encoder: TextEncoder, config: LabelingConfig | None = None, vocabulary: Sequence[str] = ()
+        self,
+        text_encoder: TextEncoder,
+        config: LabelingConfig | None = None,
+        vocabulary: Sequence[str] = (),
+        prompts: PromptConfig | None = None,
     ) -> None:
         self.config = config or LabelingConfig()
-        self.encoder = PromptedTextEncoder(text_encoder, self.config.prompt)
+        self.encoder = PromptedTextEncoder(text_encoder, prompts)
         self.vocabulary: tuple[str, ...] = ()
         self.text_embeddings = np.zeros((0, self.encoder.dim), dtype=np.float32)
         self._scene: _Scene | None = None

@@ -78,7 +78,10 @@ class SceneSegmenter:
         self.config = config or SegmenterConfig()
         self.class_names = list(class_names) if class_names else None
         self.scene = SceneMap(self.config.scene)
-        self.labeler = Labeler(build_text_encoder(self.config.encoders, prompted=False), self.config.labeling)
+        encoders = self.config.encoders
+        self.labeler = Labeler(
+            build_text_encoder(encoders, prompted=False), self.config.labeling, prompts=encoders.prompts
+        )
         self.labeler.set_vocabulary(self.config.vocabulary)
         self.lifter = FeatureLifter(self.config.lifting, class_embeddings=self._lifting_classes())
         self._source = None

@@ -102,3 +102,16 @@ def test_student_purification_runs_the_shipped_student(frames):
     assert segmenter.last_purify.mode == "student" and segmenter.last_purify.student_ms > 0
     assert len(labeling.labels) == len(segmenter.scene)
     assert set(np.unique(labeling.labels)) <= {0, 1, 2, 3}
+
+
+def test_the_encoder_prompt_setting_reaches_labels_and_queries():
+    from ovseg3d_core.encoders.minilm import MiniLMTextEncoder
+
+    config = SegmenterConfig.from_dict(
+        {"encoders": {"prompts": {"template": "a photo of a {}"}}, "vocabulary": ["sofa"]}
+    )
+    segmenter = SceneSegmenter(config, class_names=SCANNET20_CLASSES)
+    expected = MiniLMTextEncoder().encode(["a photo of a sofa"])
+    np.testing.assert_allclose(segmenter.labeler.text_embeddings, expected, atol=1e-6)
+    oracle_space = segmenter.feature_source.class_embeddings[SCANNET20_CLASSES.index("sofa")]
+    np.testing.assert_allclose(oracle_space, expected[0], atol=1e-6)  # 2D features share the prompt space
