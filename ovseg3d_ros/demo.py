@@ -169,6 +169,7 @@ def write_retrieval_panel(reply, database_shapes: int, out: Path) -> Path:
 
 def run(args: argparse.Namespace) -> dict:
     import rclpy
+    import yaml
 
     from ovseg3d_core.data.scannet import SCANNET20_CLASSES
     from ovseg3d_core.viz.cloud_render import label_palette
@@ -197,9 +198,8 @@ def run(args: argparse.Namespace) -> dict:
             shapes=args.database_shapes,
         )
     )
-    node_config = SceneNodeConfig.from_dict(
-        __import__("yaml").safe_load(params.read_text())["scene_node"]["ros__parameters"]
-    ).segmenter
+    node_params = yaml.safe_load(params.read_text())["scene_node"]["ros__parameters"]
+    node_config = SceneNodeConfig.from_dict(node_params).segmenter
     source = "noisy oracle (simulated 2D VLM from ground-truth labels)" if backend == "noisy_oracle" else backend
     log(f"2D feature source: {source}; purification: {args.purification}")
     use_fastdds_profile()
