@@ -68,18 +68,20 @@ scene_node:
 def echo_main() -> None:
     """Republish every ping image as a pong (the far end of the transport-floor round trip)."""
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
     from ovseg3d_ros.qos import cloud_output_qos
+    from ovseg3d_ros.shutdown import spin_until_shutdown
 
     rclpy.init()
     node = rclpy.create_node("bench_ros_echo")
     pong = node.create_publisher(Image, PONG, cloud_output_qos())
     node.create_subscription(Image, PING, pong.publish, cloud_output_qos())
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
+        spin_until_shutdown(executor)
     finally:
         rclpy.try_shutdown()
 

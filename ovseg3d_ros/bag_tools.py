@@ -357,9 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _play_main(args: argparse.Namespace, ros_args: list[str]) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException
 
     from ovseg3d_ros.fastdds_profile import use_fastdds_profile
+    from ovseg3d_ros.shutdown import ended_by_shutdown
 
     use_fastdds_profile()
     rclpy.init(args=["ovseg3d-bag", *ros_args])
@@ -374,7 +374,9 @@ def _play_main(args: argparse.Namespace, ros_args: list[str]) -> int:
             qos_depth=args.qos_depth,
         )
         print(f"published {summary.published} messages ({summary.loops} complete passes)")
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except BaseException as error:
+        if not ended_by_shutdown(error, rclpy.get_default_context()):
+            raise
         print("ovseg3d-bag: interrupted", file=sys.stderr)
     finally:
         rclpy.try_shutdown()

@@ -30,9 +30,10 @@ def _factory(name: str) -> Callable[..., Node]:
 def spin_nodes(factories: Sequence[Callable[..., Node]], args: list[str] | None = None) -> int:
     """Create the nodes and spin them until SIGINT/SIGTERM; returns the process exit code."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import MultiThreadedExecutor
 
     from ovseg3d_ros.fastdds_profile import use_fastdds_profile
+    from ovseg3d_ros.shutdown import ended_by_shutdown
 
     use_fastdds_profile()
     rclpy.init(args=args)  # installs rclpy's SIGINT/SIGTERM handlers, which wake and stop the executor
@@ -43,8 +44,9 @@ def spin_nodes(factories: Sequence[Callable[..., Node]], args: list[str] | None 
         for node in nodes:
             executor.add_node(node)
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    except BaseException as error:  # SIGINT/SIGTERM, also while the nodes are being created
+        if not ended_by_shutdown(error, rclpy.get_default_context()):
+            raise
     finally:
         for node in nodes:
             node.destroy_node()

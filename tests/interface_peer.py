@@ -9,13 +9,14 @@ from __future__ import annotations
 import sys
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA
 
 from ovseg3d_ros.msg import Legend
+from ovseg3d_ros.shutdown import spin_until_shutdown
 from ovseg3d_ros.srv import QueryScene, RetrieveShapes, SaveScene, SetVocabulary
 
 
@@ -78,10 +79,10 @@ def main() -> None:
     rclpy.init(args=sys.argv)
     node = InterfacePeer()
     print("ready", flush=True)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(executor)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
