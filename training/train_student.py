@@ -236,14 +236,20 @@ def train(cfg: StudentTrainingConfig, out_dir: Path, resume: bool, export_dir: P
         barrier()
 
     if main and export_dir is not None:
-        export(cfg, run, model, export_dir, save_student)
+        export(cfg, run, model, export_dir, save_student, world_size=world)
     shutdown_distributed()
 
 
-def export(cfg: StudentTrainingConfig, run, model, export_dir: Path, save_student) -> None:
+def export(cfg: StudentTrainingConfig, run, model, export_dir: Path, save_student, world_size: int = 1) -> None:
     """Write the shippable artefacts: weights + config + CSV log + loss curve."""
     export_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"teacher": cfg.teacher, "name": cfg.name, "config": _to_yaml(cfg), "finished": time.time()}
+    meta = {
+        "teacher": cfg.teacher,
+        "name": cfg.name,
+        "config": _to_yaml(cfg),
+        "finished": time.time(),
+        "world_size": world_size,
+    }
     path = save_student(model, export_dir / f"{cfg.name}.pt", meta=meta)
     (export_dir / f"{cfg.name}.yaml").write_text(_to_yaml(cfg))
     shutil.copyfile(run.log_path, export_dir / f"{cfg.name}_log.csv")
