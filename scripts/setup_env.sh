@@ -37,7 +37,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 
-deps=$(digest requirements/requirements.txt requirements/constraints.txt)
+deps=$(digest requirements/*.txt)
 if ! up_to_date deps "$deps"; then
   say "installing Python packages (torch first, then everything under requirements/constraints.txt)"
   "${pip[@]}" -r requirements/constraints.txt 2> >(grep -v 'is ignored' >&2)
