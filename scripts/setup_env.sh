@@ -40,7 +40,7 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 deps=$(digest requirements/*.txt)
 if ! up_to_date deps "$deps"; then
   say "installing Python packages (torch first, then everything under requirements/constraints.txt)"
-  "${pip[@]}" -r requirements/constraints.txt 2> >(grep -v 'is ignored' >&2)
+  "${pip[@]}" torch -c requirements/constraints.txt 2> >(grep -v 'is ignored' >&2)
   "${pip[@]}" -r requirements/requirements.txt -c requirements/constraints.txt 2> >(grep -v 'is ignored' >&2)
   rm -f "$stamps/interfaces"
   mark deps "$deps"
