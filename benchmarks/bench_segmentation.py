@@ -40,7 +40,6 @@ from ovseg3d_core.data.rendering import (
     generate_trajectory,
     render_views,
 )
-from ovseg3d_core.data.root import REPO_ROOT
 from ovseg3d_core.data.scannet import IGNORE_INDEX, SCANNET20_CLASSES, ScanNetScan, load_scannet_scan
 from ovseg3d_core.encoders.minilm import MiniLMTextEncoder
 from ovseg3d_core.encoders.noisy_oracle import NoisyOracle, NoisyOracleConfig
@@ -48,12 +47,13 @@ from ovseg3d_core.geometry import CameraIntrinsics, unpack_voxel_keys
 from ovseg3d_core.labeling import Labeler, LabelingConfig
 from ovseg3d_core.lifting import FeatureLifter, LiftingConfig
 from ovseg3d_core.metrics.segmentation import ConfusionAccumulator, scannet19_metrics
+from ovseg3d_core.paths import cache_dir, shipped_checkpoints
 from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingOperator, morton_order
 from ovseg3d_core.scene import SceneConfig, SceneMap
 from ovseg3d_core.viz.cloud_render import render_label_panels
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CHECKPOINTS = REPO_ROOT / "training" / "checkpoints" / "student"
+CHECKPOINTS = shipped_checkpoints() / "student"
 NOISE_LEVELS = ("low", "default", "high")
 # A second 20-class vocabulary (mostly new names) for the vocabulary-change timing.
 OTHER_VOCABULARY = (
@@ -62,10 +62,9 @@ OTHER_VOCABULARY = (
 )  # fmt: skip
 
 
-def cache_dir() -> Path:
-    """Where rendered views are kept between runs (``$OVSEG3D_CACHE``, else ``.cache`` in the checkout)."""
-    root = Path(os.environ.get("OVSEG3D_CACHE", REPO_ROOT / ".cache"))
-    return root / "bench_segmentation"
+def views_cache() -> Path:
+    """Where rendered views are kept between runs (in the ovseg3d cache: ``$OVSEG3D_CACHE`` or ``.cache``)."""
+    return cache_dir() / "bench_segmentation"
 
 
 @dataclass
@@ -83,7 +82,7 @@ class Views:
 
 def load_views(scan: ScanNetScan, n_views: int, seed: int, waypoints: int) -> tuple[Views, bool]:
     """Render (or read from the cache) ``n_views`` views along a walk; returns (views, from_cache)."""
-    path = cache_dir() / f"{scan.name}_views{n_views}_seed{seed}_waypoints{waypoints}.npz"
+    path = views_cache() / f"{scan.name}_views{n_views}_seed{seed}_waypoints{waypoints}.npz"
     k = DEFAULT_RENDER_INTRINSICS
     if path.is_file():
         data = np.load(path)
@@ -611,7 +610,7 @@ def main() -> None:
         type=Path,
         nargs="*",
         default=None,
-        help="student checkpoints (default: training/checkpoints/student/*.pt)",
+        help="student checkpoints (default: the shipped student/*.pt)",
     )
     args = parser.parse_args()
     args.views = args.views or (24 if args.quick else 80)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ovseg3d_core.paths import cache_dir
+
 FREE_TEXT_LABELS = ["something to sit on", "a place to sleep", "a shelf full of books"]
 QUERY_TEXT = "something to sit on"
 RETRIEVAL_TEXT = "a round wooden table with one central leg"
@@ -65,7 +67,7 @@ def demo_bag(frames: int, seed: int) -> Path:
     """The cached bag of rendered ScanNet views (built on first use, ~1 s per view)."""
     from ovseg3d_ros.bag_tools import dataset_frames, write_bag
 
-    cache = Path(os.environ.get("OVSEG3D_CACHE", Path(__file__).resolve().parents[1] / ".cache")) / "demo"
+    cache = cache_dir() / "demo"
     bag = cache / f"scannet0000-{frames}views-seed{seed}"
     if not (bag / "metadata.yaml").is_file():
         cache.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -65,26 +66,45 @@ def test_colcon_builds_interfaces_and_installs_python_sources(tmp_path):
     assert (install / "share" / "ovseg3d_ros" / "launch" / "ovseg3d.launch.py").is_file()
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "ovseg3d_ros").is_file()
 
-    # Import from the install space only, as `source install/setup.bash` would arrange.
+    # Import from the install space only, as `source install/setup.bash` would arrange, and load the
+    # default student and retrieval checkpoints the nodes use; the cache must not go into the install.
     probe = (
-        "import ovseg3d_ros, ovseg3d_core\n"
+        "import json, ovseg3d_ros, ovseg3d_core\n"
         "from ovseg3d_ros.msg import Legend\n"
         "from ovseg3d_ros.srv import QueryScene, RetrieveShapes, SaveScene, SetVocabulary\n"
-        "print(ovseg3d_core.__file__); print(Legend.__module__); print(RetrieveShapes.Request().k)\n"
+        "from ovseg3d_core.paths import cache_dir\n"
+        "from ovseg3d_core.purify.student import SHIPPED_CHECKPOINT, load_student\n"
+        "from ovseg3d_core.retrieval.database import ShapeDatabaseConfig, model_files\n"
+        "from ovseg3d_core.retrieval.model import load_model\n"
+        "from ovseg3d_core.retrieval.training import RetrievalExperimentConfig\n"
+        "retrieval, experiment = model_files(ShapeDatabaseConfig())\n"
+        "load_student(), load_model(retrieval), RetrievalExperimentConfig.from_yaml(experiment)\n"
+        "print(json.dumps({'core': ovseg3d_core.__file__, 'legend': Legend.__module__,\n"
+        "    'k': RetrieveShapes.Request().k, 'student': str(SHIPPED_CHECKPOINT), 'retrieval': str(retrieval),\n"
+        "    'experiment': str(experiment), 'cache': str(cache_dir())}))\n"
     )
     run_env = dict(
-        env, PYTHONPATH=str(site), LD_LIBRARY_PATH=f"{install / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}"
+        env,
+        PYTHONPATH=str(site),
+        LD_LIBRARY_PATH=f"{install / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+        XDG_CACHE_HOME=str(tmp_path / "user_cache"),
     )
+    run_env.pop("OVSEG3D_CACHE", None)
     result = subprocess.run(
         [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r})\n" + probe],
         env=run_env,
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    core_file, legend_module, k = result.stdout.split()
-    assert core_file.startswith(str(install)), core_file
-    assert legend_module == "ovseg3d_ros.msg._legend"
-    assert k == "0"
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert found["core"].startswith(str(site)), found
+    assert found["legend"] == "ovseg3d_ros.msg._legend"
+    assert found["k"] == 0
+    shipped = (install / "share" / "ovseg3d_ros" / "checkpoints").resolve()
+    assert Path(found["student"]) == shipped / "student" / "geometry_fpfh.pt"
+    assert Path(found["retrieval"]) == shipped / "retrieval" / "model.pt"
+    assert Path(found["experiment"]) == shipped / "retrieval" / "config.yaml"
+    assert found["cache"] == str(tmp_path / "user_cache" / "ovseg3d")

@@ -22,7 +22,7 @@ from ovseg3d_core.data.procedural_dataset import (
 )
 from ovseg3d_core.data.procedural_shapes import COLORS
 from ovseg3d_core.data.root import data_path
-from ovseg3d_core.data.shape_dataset import CACHE_ENV, ShapeCacheError, ShapeDataset
+from ovseg3d_core.data.shape_dataset import ShapeCacheError, ShapeDataset
 from ovseg3d_core.data.shape_mesh import ColoredMesh, ShapeDataError
 from ovseg3d_core.data.shape_render import ViewRenderConfig
 from ovseg3d_core.data.shape_sample import ShapeSampleConfig
@@ -34,6 +34,7 @@ from ovseg3d_core.data.text2shape import (
     read_text2shape_captions,
     text2shape_dataset,
 )
+from ovseg3d_core.paths import CACHE_ENV
 
 T2S = data_path("text2shape_sample")
 SMALL = ShapeSampleConfig(n_points=1024, views=ViewRenderConfig(size=64))

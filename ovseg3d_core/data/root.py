@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ovseg3d_core.paths import SOURCE_ROOT
+
 DATA_ENV = "OVSEG3D_DATA"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -16,7 +17,7 @@ class DataNotFoundError(FileNotFoundError):
 def data_root() -> Path:
     """Return the sample-data folder, raising a clear error that names ``$OVSEG3D_DATA``."""
     configured = os.environ.get(DATA_ENV)
-    root = Path(configured).expanduser() if configured else REPO_ROOT.parent / "shared" / "data"
+    root = Path(configured).expanduser() if configured else SOURCE_ROOT.parent / "shared" / "data"
     if not root.is_dir():
         source = f"${DATA_ENV}={configured}" if configured else f"the default {root} (set ${DATA_ENV} to override)"
         raise DataNotFoundError(f"sample data folder not found: {source}")

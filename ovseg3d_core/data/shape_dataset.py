@@ -4,7 +4,7 @@ A dataset is a folder ``<cache>/shapes/<name>-<hash>/`` holding ``points.npy`` (
 ``views.npy`` (S x M x H x W x 3 uint8) and ``meta.json`` (ids, categories, captions, attributes,
 split of each shape, and the parameters that produced it). The hash covers those parameters, so
 changing the generator or sample settings builds a new folder instead of reusing a stale one.
-The cache root is ``$OVSEG3D_CACHE`` or the repository's git-ignored ``.cache/``. A build is
+The cache root is :func:`ovseg3d_core.paths.cache_dir` (``$OVSEG3D_CACHE`` or ``.cache/``). A build is
 written to a temporary folder and renamed into place, so an interrupted build leaves no half
 dataset behind.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -22,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from ovseg3d_core.data.root import REPO_ROOT
 from ovseg3d_core.data.shape_mesh import ShapeDataError
 from ovseg3d_core.data.shape_sample import ShapeSample
+from ovseg3d_core.paths import cache_dir
 
-CACHE_ENV = "OVSEG3D_CACHE"
 CACHE_FORMAT_VERSION = 1
 
 
@@ -35,9 +33,8 @@ class ShapeCacheError(ValueError):
 
 
 def shape_cache_dir() -> Path:
-    """``$OVSEG3D_CACHE/shapes``, else ``<repo>/.cache/shapes``."""
-    configured = os.environ.get(CACHE_ENV)
-    return (Path(configured).expanduser() if configured else REPO_ROOT / ".cache") / "shapes"
+    """``shapes/`` in the ovseg3d cache."""
+    return cache_dir() / "shapes"
 
 
 def cache_key(name: str, params: Mapping[str, Any]) -> str:

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from ovseg3d_core.config import Config, setting
+from ovseg3d_core.paths import shipped_checkpoints
 
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[2] / "training" / "checkpoints" / "student" / "geometry_fpfh.pt"
+SHIPPED_CHECKPOINT = shipped_checkpoints() / "student" / "geometry_fpfh.pt"
 
 
 class StudentInputError(ValueError):

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ovseg3d_core.config import Config, setting
-from ovseg3d_core.data.root import REPO_ROOT
+from ovseg3d_core.paths import cache_dir, shipped_checkpoints
 
-SHIPPED_DIR = REPO_ROOT / "training" / "checkpoints" / "retrieval"
 DATABASE_VERSION = 2  # part of the cache key: bump when the cached files change layout
 
 
@@ -30,7 +29,7 @@ class ShapeDatabaseConfig(Config):
     procedural_shapes: int = setting(200, "procedural test-split shapes in the database", low=0, high=100_000)
     text2shape: bool = setting(True, "add the real Text2Shape sample shapes from the sample data")
     cloud_points: int = setting(2048, "points kept per shape for include_clouds replies", low=16, high=65536)
-    cache_dir: str = setting("", "where the built database is cached; empty = <repo>/.cache/shape_database")
+    cache_dir: str = setting("", "where the built database is cached; empty = shape_database/ in the ovseg3d cache")
 
 
 class ShapeDatabase:
@@ -55,7 +54,7 @@ class ShapeDatabase:
         from ovseg3d_core.retrieval.index import ShapeIndex
 
         config = config or ShapeDatabaseConfig()
-        checkpoint, experiment = _sources(config)
+        checkpoint, experiment = model_files(config)
         folder = _cache_folder(config, checkpoint, experiment)
         if not (folder / "index.npz").is_file():
             _build(config, checkpoint, experiment, folder, progress)
@@ -66,9 +65,11 @@ class ShapeDatabase:
         return cls(ShapeIndex.load(folder / "index.npz"), clouds, thumbnails)
 
 
-def _sources(config: ShapeDatabaseConfig) -> tuple[Path, Path]:
-    checkpoint = Path(config.checkpoint) if config.checkpoint else SHIPPED_DIR / "model.pt"
-    experiment = Path(config.experiment) if config.experiment else SHIPPED_DIR / "config.yaml"
+def model_files(config: ShapeDatabaseConfig) -> tuple[Path, Path]:
+    """The retrieval checkpoint and its training config, the shipped ones unless the config names others."""
+    shipped = shipped_checkpoints() / "retrieval"
+    checkpoint = Path(config.checkpoint) if config.checkpoint else shipped / "model.pt"
+    experiment = Path(config.experiment) if config.experiment else shipped / "config.yaml"
     for path in (checkpoint, experiment):
         if not path.is_file():
             raise FileNotFoundError(f"retrieval model file {path} not found")
@@ -79,7 +80,7 @@ def _cache_folder(config: ShapeDatabaseConfig, checkpoint: Path, experiment: Pat
     digest = hashlib.sha256(json.dumps([DATABASE_VERSION, config.to_dict()], sort_keys=True).encode())
     digest.update(checkpoint.read_bytes())
     digest.update(experiment.read_bytes())
-    root = Path(config.cache_dir) if config.cache_dir else REPO_ROOT / ".cache" / "shape_database"
+    root = Path(config.cache_dir) if config.cache_dir else cache_dir() / "shape_database"
     return root / digest.hexdigest()[:16]
 
 
