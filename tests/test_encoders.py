@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -127,11 +129,36 @@ def test_prompts_single_and_ensemble(minilm: MiniLMTextEncoder) -> None:
         PromptConfig(template="a scene")
 
 
-def test_package_forces_hub_offline() -> None:
-    import huggingface_hub.constants
+OFFLINE_PROBE = """
+import os, socket
 
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
-    assert huggingface_hub.constants.HF_HUB_OFFLINE
+attempts = []
+
+
+def refuse(*args, **kwargs):
+    attempts.append(repr(args))
+    raise OSError("network access attempted")
+
+
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.create_connection = socket.getaddrinfo = refuse
+assert "HF_HUB_OFFLINE" not in os.environ
+import ovseg3d_core.encoders
+import huggingface_hub.constants
+from ovseg3d_core.encoders.registry import EncoderConfig, build_text_encoder
+
+assert os.environ["HF_HUB_OFFLINE"] == "1" and huggingface_hub.constants.HF_HUB_OFFLINE
+vectors = build_text_encoder(EncoderConfig()).encode(["a wooden chair"])
+assert vectors.shape == (1, 384), vectors.shape
+assert not attempts, attempts
+"""
+
+
+def test_package_forces_hub_offline() -> None:
+    """Without HF_HUB_OFFLINE (conftest sets it here), the package sets it and the default encoder never connects."""
+    env = {name: value for name, value in os.environ.items() if name not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    result = subprocess.run([sys.executable, "-c", OFFLINE_PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 # --- OpenCLIP (random weights: plumbing only, never a VLM result) -------------------------------
