@@ -20,7 +20,7 @@ ARGUMENTS = {
     "rgb_topic": ("rgb/image", "colour image topic (rgb8/bgr8)"),
     "depth_topic": ("depth/image", "depth image topic (16UC1 mm or 32FC1 m), aligned with colour"),
     "camera_info_topic": ("rgb/camera_info", "CameraInfo of the colour/depth image"),
-    "pose_topic": ("camera_pose", "PoseStamped world <- camera optical frame (used when TF is unavailable)"),
+    "pose_topic": ("camera_pose", "PoseStamped world <- camera optical frame (preferred; TF serves frames it lacks)"),
     "points_topic": ("points", "optional PointCloud2 (x, y, z, rgb) in world_frame"),
     "semantic_topic": ("semantic/image", "class-id image for the noisy oracle backend"),
     "retrieval": ("true", "also start retrieval_node"),

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ovseg3d_ros.conversions.stamps import stamp_to_seconds
+from ovseg3d_ros.input_monitor import InputMonitor
 
 try:
     import message_filters
@@ -105,20 +106,28 @@ def subscribe_synchronized(
 ) -> Any:
     """Subscribe ``node`` to ``inputs`` ((message type, topic) pairs) and call ``callback`` with matched sets.
 
-    Returns the synchroniser (keep a reference): message_filters' when importable, else ours.
+    Returns the synchroniser (keep a reference): message_filters' when importable, else ours. Its
+    ``monitor`` (an :class:`InputMonitor`) counts the messages arriving on each input.
     """
+    monitor = InputMonitor([topic for _, topic in inputs])
     if message_filters is not None:
         subscribers = [
             message_filters.Subscriber(node, msg_type, topic, qos_profile=qos_profile, callback_group=callback_group)
             for msg_type, topic in inputs
         ]
+        for index, subscriber in enumerate(subscribers):
+            subscriber.registerCallback(monitor.counting(index))
         sync = message_filters.ApproximateTimeSynchronizer(subscribers, queue_size, slop)
         sync.registerCallback(callback)
         sync.subscribers = subscribers
+        sync.monitor = monitor
         return sync
     sync = ApproximateTimeSynchronizer(len(inputs), callback, queue_size=queue_size, slop=slop)
     sync.subscriptions = [
-        node.create_subscription(msg_type, topic, sync.input(index), qos_profile, callback_group=callback_group)
+        node.create_subscription(
+            msg_type, topic, monitor.counting(index, sync.input(index)), qos_profile, callback_group=callback_group
+        )
         for index, (msg_type, topic) in enumerate(inputs)
     ]
+    sync.monitor = monitor
     return sync

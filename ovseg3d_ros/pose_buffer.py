@@ -1,4 +1,4 @@
-"""Camera poses by time, from a PoseStamped topic, for machines without tf2_ros.
+"""Camera poses by time from the camera_pose topic (PoseStamped), which bags carry; TF is the fallback.
 
 Frames are matched to the pose nearest in time within a tolerance; a frame with no pose close
 enough is skipped (and reported) instead of being integrated at a wrong place.

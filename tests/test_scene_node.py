@@ -1,8 +1,9 @@
-"""scene_node in its own process over real DDS: bag in, labeled cloud out, services, bad input, shutdown."""
+"""scene_node in its own process over real DDS: bag in, labeled cloud out, services, bad input, failures, shutdown."""
 
 from __future__ import annotations
 
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -18,11 +19,12 @@ PARAMS = """
 scene_node:
   ros__parameters:
     purify_period_s: 0.5
-    status_period_s: 2.0
+    status_period_s: {status_period_s}
     load_path: "{load_path}"
     keyframes: {{translation_m: 0.0, rotation_deg: 0.0, interval_s: 0.0}}
     segmenter:
-      purification: geometric
+      purification: {purification}
+      student_checkpoint: "{student_checkpoint}"
       scene: {{voxel_size: 0.05}}
       pooling: {{k: 16, iterations: 4}}
 """
@@ -40,11 +42,29 @@ def rendered(tmp_path_factory):
     return bag, frames, load_scannet_scan()
 
 
-def start_node(tmp_path: Path, load_path: str = "") -> subprocess.Popen:
-    params = tmp_path / f"params{len(load_path)}.yaml"
-    params.write_text(PARAMS.format(load_path=load_path))
+def start_node(tmp_path: Path, name: str = "scene_node", **settings: object) -> tuple[subprocess.Popen, Path]:
+    """Start the node with PARAMS (``settings`` override its defaults); its output goes to the returned log file."""
+    values = {"status_period_s": 2.0, "load_path": "", "purification": "geometric", "student_checkpoint": ""}
+    params = tmp_path / f"{name}.yaml"
+    params.write_text(PARAMS.format(**{**values, **settings}))
+    log = tmp_path / f"{name}.log"
     command = [sys.executable, "-m", "ovseg3d_ros.bringup", "--nodes", "scene", "--params", str(params)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with log.open("w") as output:
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True), log
+
+
+def stop(process: subprocess.Popen, log: Path) -> str:
+    """SIGTERM the node (killing it if that fails) and return its output, printed for failing tests."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    output = log.read_text()
+    print(output[-4000:])
+    return output
 
 
 def test_scene_node_end_to_end(rendered, tmp_path, ros_context):
@@ -53,7 +73,7 @@ def test_scene_node_end_to_end(rendered, tmp_path, ros_context):
     from ovseg3d_ros.conversions import read_labeled_cloud
 
     bag, frames, scan = rendered
-    process = start_node(tmp_path)
+    process, log = start_node(tmp_path)
     client = Ovseg3dClient(ros_context, name="scene_node_test_client")
     try:
         # Frames from a bag become a labeled cloud lying on the scanned surface.
@@ -143,14 +163,104 @@ def test_scene_node_end_to_end(rendered, tmp_path, ros_context):
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-        process = start_node(tmp_path, load_path=str(saved))
+        output = log.read_text()
+        for rejection in (
+            r"rejected: rgb/image: unsupported colour image encoding 'yuv422'",
+            r"rejected: depth shape \(\d+, \d+\) does not match intrinsics",
+            r"not integrated: too few valid depth pixels \(NaN",
+            r"rejected: rgb/camera_info: CameraInfo.k is all zeros",
+            r"camera_pose in frame 'elsewhere', expected 'map'",
+            r"points rejected: PointCloud2 lacks field\(s\) \['x', 'y', 'z'\]",
+        ):
+            assert re.search(rejection, output), f"no warning matching {rejection!r}"
+
+        process, log = start_node(tmp_path, "restarted", load_path=str(saved))
         reply, cloud_msg = client.next_cloud(lambda: client.set_vocabulary(["couch", "floor", "wall"]))
         assert reply.success and cloud_msg.width == voxels
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:
         client.close()
-        if process.poll() is None:
-            process.kill()
-        output = process.communicate()[0]
-        print(output[-4000:])
+        stop(process, log)
+
+
+def test_a_missing_student_checkpoint_stops_the_node_at_start_up(tmp_path):
+    """A mistyped checkpoint path fails the launch at once, like an out-of-range parameter, naming the path."""
+    missing = tmp_path / "no-such-student.pt"
+    process, log = start_node(tmp_path, purification="student", student_checkpoint=str(missing))
+    try:
+        assert process.wait(timeout=60) != 0
+    finally:
+        output = stop(process, log)
+    last_line = output.strip().splitlines()[-1]  # the reason, not a traceback from the half-built node's shutdown
+    assert last_line.startswith(f"ovseg3d_core.config.ConfigError: segmenter.student_checkpoint: {missing} not found")
+
+
+def test_an_unusable_student_checkpoint_fails_labeling_but_not_the_node(rendered, tmp_path, ros_context):
+    """A checkpoint that is not a student is only found out when purifying: the node keeps mapping and says why."""
+    import torch
+
+    from ovseg3d_ros.bag_tools import play_bag
+    from ovseg3d_ros.client import Ovseg3dClient
+
+    not_a_student = tmp_path / "trainer-state.pt"
+    torch.save({"model": {}, "epoch": 3}, not_a_student)
+    process, log = start_node(
+        tmp_path, status_period_s=1.0, purification="student", student_checkpoint=str(not_a_student)
+    )
+    client = Ovseg3dClient(ros_context, name="scene_node_failure_client")
+    try:
+        summary = play_bag(rendered[0], context=ros_context, rate=2.0, wait_for_subscribers_s=60, progress=False)
+        assert summary.published > 0 and not summary.interrupted
+
+        def status_counts() -> list[tuple[int, int]]:
+            lines = re.findall(r"voxels (\d+), clouds published \d+, errors (\d+)", log.read_text())
+            return [(int(voxels), int(errors)) for voxels, errors in lines]
+
+        assert client.wait_for(lambda: any(v > 1000 and e > 0 for v, e in status_counts()), 120), (
+            "the node stopped integrating or never counted the failed purification"
+        )
+        reply = client.set_vocabulary(["couch", "floor", "wall"])
+        assert not reply.success and str(not_a_student) in reply.message, reply.message
+        reply = client.query("sofa", threshold=0.3)
+        assert not reply.success and "not an ovseg3d student checkpoint" in reply.message, reply.message
+        assert process.poll() is None, "scene_node died on a failing purification"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        client.close()
+        output = stop(process, log)
+    assert f"labeling failed: StudentCheckpointError: {not_a_student} is not an ovseg3d student" in output
+    assert not client.clouds
+
+
+def test_a_silent_semantic_image_input_is_named(rendered, tmp_path, ros_context):
+    """The noisy oracle fed RGB-D + CameraInfo but no semantic/image (a 7-Scenes bag) warns which input is missing."""
+    from ovseg3d_ros import approximate_sync
+    from ovseg3d_ros.bag_tools import frame_messages
+    from ovseg3d_ros.client import Ovseg3dClient
+
+    frames = rendered[1]
+    process, log = start_node(tmp_path, status_period_s=1.0)
+    client = Ovseg3dClient(ros_context, name="scene_node_silent_input_client")
+    try:
+        stamp_ns = 1_700_000_000 * 10**9
+
+        def warned() -> bool:
+            return "no messages on semantic/image" in log.read_text()
+
+        while not warned() and process.poll() is None and stamp_ns < 1_700_000_060 * 10**9:
+            stamp_ns += 2 * 10**8
+            for topic, msg in frame_messages(frames[0], stamp_ns, "camera_optical_frame", "map"):
+                if topic.lstrip("/") != "semantic/image":
+                    client.publish(topic.lstrip("/"), msg)
+            client.wait_for(lambda: False, 0.2)
+        assert process.poll() is None
+    finally:
+        client.close()
+        output = stop(process, log)
+    assert re.search(r"no messages on semantic/image for 1 s .*16UC1 class ids", output), "no silent-input warning"
+    assert re.search(r"inputs in the last 1 s: rgb/image [1-9]\d*, depth/image [1-9]\d*, ", output)
+    assert re.search(r"rgb/camera_info [1-9]\d*, semantic/image 0;", output)
+    if approximate_sync.message_filters is None:  # our synchroniser reports what it matched and dropped
+        assert re.search(r"semantic/image 0; synchroniser matched 0, dropped \d+", output)

@@ -27,6 +27,7 @@ from ovseg3d_ros.conversions.pose import (
     matrix_to_pose_stamped,
     pose_stamped_to_matrix,
     pose_to_matrix,
+    transform_to_matrix,
 )
 from ovseg3d_ros.conversions.stamps import (
     nanoseconds_to_stamp,
@@ -61,6 +62,7 @@ __all__ = [
     "stamp_to_nanoseconds",
     "stamp_to_seconds",
     "structured_to_cloud",
+    "transform_to_matrix",
     "unpack_rgb",
     "xyz_rgb_to_cloud",
 ]

@@ -1,9 +1,9 @@
-"""geometry_msgs Pose / PoseStamped <-> 4x4 rigid transforms (quaternions are x, y, z, w as in ROS)."""
+"""geometry_msgs Pose / PoseStamped / Transform <-> 4x4 rigid transforms (quaternions are x, y, z, w as in ROS)."""
 
 from __future__ import annotations
 
 import numpy as np
-from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion
+from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform
 from scipy.spatial.transform import Rotation
 from std_msgs.msg import Header
 
@@ -44,6 +44,12 @@ def matrix_to_pose(matrix: np.ndarray) -> Pose:
 
 def pose_stamped_to_matrix(msg: PoseStamped) -> np.ndarray:
     return pose_to_matrix(msg.pose)
+
+
+def transform_to_matrix(transform: Transform) -> np.ndarray:
+    """4x4 float64 transform of a TF transform (translation + rotation), checked like a pose."""
+    t = transform.translation
+    return pose_to_matrix(Pose(position=Point(x=t.x, y=t.y, z=t.z), orientation=transform.rotation))
 
 
 def matrix_to_pose_stamped(matrix: np.ndarray, header: Header) -> PoseStamped:

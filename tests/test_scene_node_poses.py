@@ -1,0 +1,103 @@
+"""scene_node's pose sources, in-process over real DDS: camera_pose first, TF for frames it has no pose for.
+
+tf2_ros cannot be installed here (ENVIRONMENT.md), so TF is a stand-in bound where scene_node's
+``import tf2_ros`` binds it: a Buffer answering one fixed transform and a listener that does nothing.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+TF_POSE = np.array([[0.0, -1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 3.0], [0.0, 0.0, 0.0, 1.0]])
+TOPIC_POSE = np.array([[1.0, 0.0, 0.0, -4.0], [0.0, 0.0, -1.0, 5.0], [0.0, 1.0, 0.0, 6.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+class StandInBuffer:
+    """tf2_ros.Buffer reduced to lookup_transform, answering ``transform`` for every query and recording them."""
+
+    def __init__(self) -> None:
+        self.transform = None
+        self.lookups: list[tuple] = []
+
+    def lookup_transform(self, target_frame, source_frame, time):
+        self.lookups.append((target_frame, source_frame, time))
+        return self.transform
+
+
+def stand_in_tf2_ros() -> types.SimpleNamespace:
+    return types.SimpleNamespace(Buffer=StandInBuffer, TransformListener=lambda buffer, node: None)
+
+
+def transform_stamped(matrix: np.ndarray, stamp) -> object:
+    from geometry_msgs.msg import TransformStamped
+
+    from ovseg3d_ros.conversions import matrix_to_pose
+
+    pose = matrix_to_pose(matrix)
+    msg = TransformStamped()
+    msg.header.stamp, msg.header.frame_id, msg.child_frame_id = stamp, "map", "camera_optical_frame"
+    t = msg.transform.translation
+    t.x, t.y, t.z = pose.position.x, pose.position.y, pose.position.z
+    msg.transform.rotation = pose.orientation
+    return msg
+
+
+def tiny_frame() -> object:
+    from ovseg3d_core.frame import RGBDFrame
+    from ovseg3d_core.geometry import CameraIntrinsics
+
+    intrinsics = CameraIntrinsics(fx=2.0, fy=2.0, cx=1.0, cy=1.0, width=2, height=2)
+    return RGBDFrame(np.zeros((2, 2, 3), np.uint8), np.ones((2, 2), np.float32), intrinsics, np.eye(4))
+
+
+def test_frame_pose_comes_from_camera_pose_when_it_has_one_else_from_tf(ros_context, monkeypatch):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.time import Time
+    from std_msgs.msg import Header
+
+    import ovseg3d_ros.scene_node as scene_node
+    from ovseg3d_ros.conversions import matrix_to_pose_stamped, nanoseconds_to_stamp
+    from ovseg3d_ros.qos import sensor_input_qos
+
+    monkeypatch.setattr(scene_node, "tf2_ros", stand_in_tf2_ros())
+    node = scene_node.SceneNode(context=ros_context)
+    peer = rclpy.create_node("pose_peer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    try:
+        stamp_ns = 1_700_000_000 * 10**9
+        header = Header(stamp=nanoseconds_to_stamp(stamp_ns), frame_id="camera_optical_frame")
+        node.tf_buffer.transform = transform_stamped(TF_POSE, header.stamp)
+
+        # No camera_pose yet: the pose is the transform world <- the image's frame at the image's stamp.
+        tf_only = tiny_frame()
+        assert node._resolve_pose(tf_only, header)
+        np.testing.assert_allclose(tf_only.pose, TF_POSE, atol=1e-9)
+        assert node.tf_buffer.lookups == [("map", "camera_optical_frame", Time.from_msg(header.stamp))]
+
+        # A camera_pose published for that stamp wins over TF; a frame far from it still gets TF.
+        publisher = peer.create_publisher(scene_node.PoseStamped, "camera_pose", sensor_input_qos(50))
+        pose_msg = matrix_to_pose_stamped(TOPIC_POSE, Header(stamp=header.stamp, frame_id="map"))
+        for _ in range(100):
+            publisher.publish(pose_msg)
+            executor.spin_once(timeout_sec=0.05)
+            if len(node.poses):
+                break
+        assert len(node.poses), "camera_pose never reached the node although TF is in use"
+        both = tiny_frame()
+        assert node._resolve_pose(both, header)
+        np.testing.assert_allclose(both.pose, TOPIC_POSE, atol=1e-9)
+        later = Header(stamp=nanoseconds_to_stamp(stamp_ns + 10**9), frame_id="camera_optical_frame")
+        far = tiny_frame()
+        assert node._resolve_pose(far, later)
+        np.testing.assert_allclose(far.pose, TF_POSE, atol=1e-9)
+    finally:
+        executor.shutdown()
+        peer.destroy_node()
+        node.destroy_node()
