@@ -124,6 +124,11 @@ class SceneMap:
         return self.config.voxel_size
 
     @property
+    def integrations(self) -> int:
+        """Depth frames and point clouds integrated since the map was created or reset (saved with it)."""
+        return self._tick
+
+    @property
     def version(self) -> int:
         """Increases on every change; lets callers cache derived data."""
         return self._version

@@ -284,7 +284,10 @@ def run(args: argparse.Namespace) -> dict:
     from ovseg3d_core.scene import SceneMap
 
     scene = SceneMap.load(scene_file)
-    if len(scene) == len(cloud.points) and np.allclose(scene.positions(), cloud.points, atol=1e-4):
+    summary["frames_integrated"] = scene.integrations
+    if len(scene) != len(cloud.points) or not np.allclose(scene.positions(), cloud.points, atol=1e-4):
+        log("labeled_cloud.ply not written: the saved map no longer matches the labeled cloud")
+    else:
         palette = (label_palette(len(vocabulary)) * 255).astype(np.uint8)
         scene.to_ply(
             out / "labeled_cloud.ply",
@@ -303,6 +306,7 @@ def print_summary(summary: dict, out: Path) -> None:
     raw, pur = seg["raw"], seg["purified"]
     print()
     print(f"ovseg3d demo — {summary['frames']} views of ScanNet scene0000_00, 2D source: {summary['backend']}")
+    print(f"  frames integrated         {summary['frames_integrated']} of {summary['frames']} played")
     print(f"  voxels labeled            {seg['voxels']}")
     print(
         f"  ScanNet20 mIoU / mAcc     raw fusion {raw['miou']:.3f} / {raw['macc']:.3f}"

@@ -26,6 +26,7 @@ def test_short_demo_writes_its_outputs(tmp_path):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["backend"].startswith("noisy oracle") and summary["frames"] == 6
+    assert 0 < summary["frames_integrated"] <= 6
     for name in ("raw", "purified"):
         scores = summary["segmentation"][name]
         assert 0.0 < scores["miou"] <= 1.0 and 0.0 < scores["macc"] <= 1.0

@@ -157,6 +157,16 @@ def test_save_load_round_trip(tmp_path, scene: SceneMap) -> None:
     assert np.all(loaded.channel("classes", (2,), np.int32)[len(loaded) - 1] == -1)
 
 
+def test_integrations_count_frames_and_points_across_save_and_reset(tmp_path, frames, scene: SceneMap) -> None:
+    assert scene.integrations == len(frames)
+    copy = scene.subset(np.arange(len(scene)))
+    copy.integrate_points(np.array([[50.0, 50.0, 50.0]], np.float32))
+    loaded = SceneMap.load(copy.save(tmp_path / "scene.npz"))
+    assert loaded.integrations == copy.integrations == len(frames) + 1
+    loaded.reset()
+    assert loaded.integrations == 0
+
+
 def test_interrupted_save_keeps_previous_file(tmp_path, scene: SceneMap, monkeypatch) -> None:
     path = scene.save(tmp_path / "scene.npz")
     before = path.read_bytes()
