@@ -211,6 +211,14 @@ def run(args: argparse.Namespace) -> dict:
     client = Ovseg3dClient(context, name="ovseg3d_demo")
     summary: dict = {"backend": source, "frames": args.frames, "files": {}}
     try:
+        # On a first run retrieval_node builds its shape database (about a minute of CPU); playing
+        # meanwhile starves scene_node, which then loses frames, so playback waits for it.
+        log("waiting for retrieval_node's shape database (built on the first run, then cached)")
+        start = time.perf_counter()
+        ready = client.retrieve(RETRIEVAL_TEXT, k=1, ready_timeout=1200)
+        if not ready.success:
+            raise RuntimeError(f"retrieval_node is not ready: {ready.message}")
+        timings.measure("retrieval_ready_s", start)
         log(f"playing {bag.name} into scene_node (node log: {out / 'nodes.log'})")
         start = time.perf_counter()
         played = play_bag(bag, context=context, rate=args.rate, wait_for_subscribers_s=180, progress=True)
