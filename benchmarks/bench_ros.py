@@ -234,15 +234,19 @@ def measure_transport_floor(bench: Bench, image, rounds: int) -> list[float]:
 
 
 def measure_cloud_delivery(count: int) -> dict:
-    """300k-point clouds between two processes (tests/cloud_peer.py), reliable QoS + the profile."""
+    """300k-point clouds between two processes (tests/cloud_peer.py), reliable QoS + the profile.
+
+    The peers get a ROS domain of their own: scene_node, still running, publishes ``labeled_cloud`` too.
+    """
     peer = [sys.executable, str(REPO / "tests" / "cloud_peer.py")]
+    env = {**os.environ, "ROS_DOMAIN_ID": str(int(os.environ["ROS_DOMAIN_ID"]) + 1)}
     receiver = subprocess.Popen(
-        [*peer, "sub", "reliable", str(count)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*peer, "sub", "reliable", str(count)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     assert receiver.stdout is not None
     receiver.stdout.readline()  # "ready"
     start = time.perf_counter()
-    subprocess.run([*peer, "pub", "reliable", str(count)], check=True, capture_output=True, timeout=120)
+    subprocess.run([*peer, "pub", "reliable", str(count)], check=True, capture_output=True, timeout=120, env=env)
     output = receiver.communicate(timeout=60)[0]
     summary = json.loads(output.strip().splitlines()[-1])
     return {
