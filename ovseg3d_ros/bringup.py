@@ -33,7 +33,7 @@ def spin_nodes(factories: Sequence[Callable[..., Node]], args: list[str] | None 
     from rclpy.executors import MultiThreadedExecutor
 
     from ovseg3d_ros.fastdds_profile import use_fastdds_profile
-    from ovseg3d_ros.shutdown import ended_by_shutdown
+    from ovseg3d_ros.shutdown import ended_by_shutdown, spin_until_shutdown
 
     use_fastdds_profile()
     rclpy.init(args=args)  # installs rclpy's SIGINT/SIGTERM handlers, which wake and stop the executor
@@ -43,8 +43,8 @@ def spin_nodes(factories: Sequence[Callable[..., Node]], args: list[str] | None 
         executor = MultiThreadedExecutor(num_threads=4)
         for node in nodes:
             executor.add_node(node)
-        executor.spin()
-    except BaseException as error:  # SIGINT/SIGTERM, also while the nodes are being created
+        spin_until_shutdown(executor)
+    except BaseException as error:  # SIGINT/SIGTERM while the nodes are being created
         if not ended_by_shutdown(error, rclpy.get_default_context()):
             raise
     finally:
