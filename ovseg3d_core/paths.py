@@ -22,6 +22,11 @@ def shipped_checkpoints() -> Path:
     return next((path for path in candidates if path.is_dir()), candidates[0])
 
 
+def student_checkpoint(path: str | Path | None = None) -> Path:
+    """A student weights file: ``path`` when given, else the shipped geometry-only student."""
+    return Path(path) if path else shipped_checkpoints() / "student" / "geometry_fpfh.pt"
+
+
 def cache_dir() -> Path:
     """``$OVSEG3D_CACHE``; else ``.cache/`` of a writable checkout; else the user's cache dir.
 

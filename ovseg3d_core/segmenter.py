@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ovseg3d_core.config import Config, setting
+from ovseg3d_core.config import Config, ConfigError, setting
 from ovseg3d_core.encoders.registry import EncoderConfig, build_dense_extractor, build_text_encoder
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.geometry import unpack_voxel_keys
 from ovseg3d_core.labeling import Labeler, Labeling, LabelingConfig
 from ovseg3d_core.lifting import FeatureLifter, LiftingConfig
+from ovseg3d_core.paths import student_checkpoint
 from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingConfig, PoolingOperator
 from ovseg3d_core.scene import SceneConfig, SceneMap
 
@@ -53,6 +54,15 @@ class SegmenterConfig(Config):
     pooling: PoolingConfig = setting(PoolingConfig(), "geometry-guided pooling")
     labeling: LabelingConfig = setting(LabelingConfig(), "vocabulary labeling")
     vocabulary: list[str] = setting(DEFAULT_VOCABULARY, "initial vocabulary (ScanNet20 names)")
+
+    def validate(self) -> None:
+        """A missing student file fails here, not at the first purification minutes later."""
+        super().validate()
+        if self.purification == "student" and not student_checkpoint(self.student_checkpoint).is_file():
+            raise ConfigError(
+                f"segmenter.student_checkpoint: {student_checkpoint(self.student_checkpoint)} not found "
+                "(purification: student needs it; empty = the shipped geometry-only student)"
+            )
 
 
 @dataclass

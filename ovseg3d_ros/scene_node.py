@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -24,7 +23,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
 from std_srvs.srv import Trigger
 
-from ovseg3d_core.config import Config, ConfigError, setting
+from ovseg3d_core.config import Config, setting
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.keyframes import KeyframeConfig, KeyframeSelector
 from ovseg3d_core.labeling import Labeling
@@ -127,7 +126,6 @@ class SceneNode(Node):
 
         self.config = declare_config(self, SceneNodeConfig)
         cfg = self.config
-        check_student_checkpoint(cfg.segmenter)
         self.segmenter = SceneSegmenter(cfg.segmenter, class_names=cfg.oracle_class_names)
         self.backend = self.segmenter.source_name
         self.counters = NodeCounters()
@@ -497,20 +495,6 @@ class SceneNode(Node):
         if self.worker is not None:
             self.worker.join(timeout=5)
         super().destroy_node()
-
-
-def check_student_checkpoint(config: SegmenterConfig) -> None:
-    """Refuse to start on a missing student checkpoint: the segmenter would find out only at the first purification."""
-    from ovseg3d_core.purify.student import SHIPPED_CHECKPOINT
-
-    if config.purification != "student":
-        return
-    path = Path(config.student_checkpoint) if config.student_checkpoint else SHIPPED_CHECKPOINT
-    if not path.is_file():
-        raise ConfigError(
-            f"segmenter.student_checkpoint: {path} not found (purification: student needs it; "
-            "empty = the shipped geometry-only student)"
-        )
 
 
 def main(args: list[str] | None = None) -> int:

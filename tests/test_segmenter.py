@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
+from ovseg3d_core.config import ConfigError
 from ovseg3d_core.data.rendering import generate_trajectory, render_views
 from ovseg3d_core.data.scannet import IGNORE_INDEX, SCANNET20_CLASSES, load_scannet_scan
 from ovseg3d_core.segmenter import SceneSegmenter, SegmenterConfig, SegmenterError
@@ -86,6 +87,13 @@ def test_save_reset_load_round_trip(segmenter, tmp_path):
     segmenter.load(path)
     assert len(segmenter.scene) == voxels
     np.testing.assert_array_equal(segmenter.label(["wall", "floor"]).labels, before)
+
+
+def test_a_missing_student_checkpoint_is_a_config_error(tmp_path):
+    missing = tmp_path / "no-such-student.pt"
+    with pytest.raises(ConfigError, match=f"student_checkpoint: {missing} not found"):
+        SegmenterConfig(purification="student", student_checkpoint=str(missing))
+    SegmenterConfig(purification="geometric", student_checkpoint=str(missing))  # unused by this mode
 
 
 def test_student_purification_runs_the_shipped_student(frames):

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from ovseg3d_core.config import Config, setting
-from ovseg3d_core.paths import shipped_checkpoints
+from ovseg3d_core.paths import student_checkpoint
 
-SHIPPED_CHECKPOINT = shipped_checkpoints() / "student" / "geometry_fpfh.pt"
+SHIPPED_CHECKPOINT = student_checkpoint()
 
 
 class StudentInputError(ValueError):
@@ -233,7 +233,7 @@ def save_student(model: torch.nn.Module, path: str | Path, meta: dict[str, Any] 
 def load_student(path: str | Path | None = None, device: str = "cpu") -> SparseResidualStudent:
     """Load a student saved by :func:`save_student`; ``None`` loads the shipped geometry-only checkpoint."""
 
-    path = Path(path) if path is not None else SHIPPED_CHECKPOINT
+    path = student_checkpoint(path)
     if not path.is_file():
         raise StudentCheckpointError(f"student checkpoint {path} not found")
     state = torch.load(path, map_location="cpu", weights_only=True)
