@@ -28,11 +28,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ovseg3d_core.config import Config, setting
 from ovseg3d_core.frame import RGBDFrame
-from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, transform_points, validate_pose
+from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, validate_pose
+from ovseg3d_core.jit import parallel_launch
 from ovseg3d_core.scene import FLOAT16_MAX, SceneMap
 
 TOPK_FEATURES = "topk_features"
@@ -41,6 +43,40 @@ TOPK_SCORES = "topk_scores"
 CLASS_VOTES = "class_votes"
 _AGREEMENT_BONUS = 2.0  # > the range of a cosine, so agreement dominates confidence
 _TOPK_CHUNK = 8192
+
+
+@numba.njit(parallel=True, cache=True)
+def _project_visible(points, world_to_camera, depth, camera, feature_camera, border, ratio, rows):
+    """Per voxel, the feature-map row it reads, or -1 where the visibility test fails.
+
+    One pass, float32 arithmetic in the order of the numpy formulation it replaces (transform,
+    perspective divide, round to the nearest pixel); ``camera`` and ``feature_camera`` are
+    (fx, fy, cx, cy, width, height) of the depth image and of the feature map.
+    """
+    fx, fy, cx, cy = camera[0], camera[1], camera[2], camera[3]
+    width, height = int(camera[4]), int(camera[5])
+    sfx, sfy, scx, scy = feature_camera[0], feature_camera[1], feature_camera[2], feature_camera[3]
+    map_width, map_height = int(feature_camera[4]), int(feature_camera[5])
+    half = np.float32(0.5)
+    r = world_to_camera
+    for i in numba.prange(points.shape[0]):
+        rows[i] = -1
+        px, py, pz = points[i, 0], points[i, 1], points[i, 2]
+        z = px * r[2, 0] + py * r[2, 1] + pz * r[2, 2] + r[2, 3]
+        if not z > np.float32(1e-6):
+            continue
+        x = (px * r[0, 0] + py * r[0, 1] + pz * r[0, 2] + r[0, 3]) / z
+        y = (px * r[1, 0] + py * r[1, 1] + pz * r[1, 2] + r[1, 3]) / z
+        u = np.floor(x * fx + cx + half)
+        v = np.floor(y * fy + cy + half)
+        if not (u >= border and u < width - border and v >= border and v < height - border):
+            continue
+        measured = depth[int(v), int(u)]
+        if not (measured > 0 and abs(measured - z) <= ratio * measured):
+            continue
+        fu = min(max(np.floor(x * sfx + scx + half), np.float32(0)), np.float32(map_width - 1))
+        fv = min(max(np.floor(y * sfy + scy + half), np.float32(0)), np.float32(map_height - 1))
+        rows[i] = int(fv) * map_width + int(fu)
 
 
 @dataclass
@@ -98,24 +134,25 @@ class FeatureLifter:
         if len(scene) == 0:
             return Visibility(np.empty(0, np.int64), np.empty(0, np.int64))
         world_to_camera = np.linalg.inv(pose).astype(np.float32)
-        camera = transform_points(scene.positions(copy=False), world_to_camera)
-        z = camera[:, 2]
-        front = np.flatnonzero(z > 1e-6)
-        x, y, z = camera[front, 0] / z[front], camera[front, 1] / z[front], z[front]
-        u = np.floor(x * intrinsics.fx + intrinsics.cx + 0.5)
-        v = np.floor(y * intrinsics.fy + intrinsics.cy + 0.5)
-        border = self.config.border_px
-        inside = (u >= border) & (u < intrinsics.width - border) & (v >= border) & (v < intrinsics.height - border)
-        front, x, y, z = front[inside], x[inside], y[inside], z[inside]
-        measured = depth[v[inside].astype(np.int64), u[inside].astype(np.int64)]
-        with np.errstate(invalid="ignore"):
-            seen = (measured > 0) & (np.abs(measured - z) <= self.config.occlusion_ratio * measured)
-        front, x, y = front[seen], x[seen], y[seen]
         height, width = map_size
         scaled = intrinsics.scaled(width, height)
-        fu = np.clip(np.floor(x * scaled.fx + scaled.cx + 0.5), 0, width - 1).astype(np.int64)
-        fv = np.clip(np.floor(y * scaled.fy + scaled.cy + 0.5), 0, height - 1).astype(np.int64)
-        return Visibility(front, fv * width + fu)
+        depth_camera = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy, intrinsics.width, intrinsics.height)
+        camera = np.array(depth_camera, np.float32)
+        feature_camera = np.array([scaled.fx, scaled.fy, scaled.cx, scaled.cy, width, height], np.float32)
+        rows = np.empty(len(scene), np.int64)
+        with parallel_launch(scene.config.feature_threads):
+            _project_visible(
+                scene.positions(copy=False),
+                world_to_camera,
+                depth,
+                camera,
+                feature_camera,
+                np.float32(self.config.border_px),
+                depth.dtype.type(self.config.occlusion_ratio),
+                rows,
+            )
+        slots = np.flatnonzero(rows >= 0)
+        return Visibility(slots, rows[slots])
 
     def lift(
         self,
