@@ -20,8 +20,8 @@ Fusion modes
     consensus (majority vote) else confidence, so agreeing views always outrank dissenting ones
     and empty slots rank lowest. The voxel's fused feature is the mean of the remembered views
     of the consensus class (all remembered views if none agrees), written into the map's
-    feature accumulator, whose weight counts the views seen. Memory cost: ``topk`` x D x 2
-    bytes per voxel (float16) plus 4 C bytes of votes.
+    feature accumulator, whose weight counts the views seen. Memory cost: ``topk`` x D values of
+    the map's feature dtype per voxel (2 bytes each for the default float16) plus 4 C bytes of votes.
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ class FeatureLifter:
     def _fuse_topk(self, scene: SceneMap, source: np.ndarray, visibility: Visibility) -> None:
         classes = self._classes
         k, dim, n_classes = self.config.topk, source.shape[1], len(classes)
-        memory = scene.channel(TOPK_FEATURES, (k, dim), np.float16)
+        memory = scene.channel(TOPK_FEATURES, (k, dim), np.dtype(scene.config.feature_dtype))
         memory_classes = scene.channel(TOPK_CLASSES, (k,), np.int32, fill=-1)
         memory_scores = scene.channel(TOPK_SCORES, (k,), np.float32)
         votes = scene.channel(CLASS_VOTES, (n_classes,), np.float32)

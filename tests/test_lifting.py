@@ -165,6 +165,19 @@ def test_topk_agreement_keeps_agreeing_views() -> None:
     assert topk.channel(TOPK_FEATURES, (2, 4), np.float16).shape[1:] == (2, 4)
 
 
+def test_topk_memory_keeps_the_map_dtype() -> None:
+    """A float32 map holds features beyond float16's range; its top-k memory must not overflow them."""
+    classes = np.eye(2, dtype=np.float32)
+    point = np.array([[0.0, 0.0, 1.0]], np.float32)
+    depth = np.full((CAMERA.height, CAMERA.width), 1.0, np.float32)
+    scene = SceneMap(SceneConfig(feature_dtype="float32"))
+    scene.integrate_points(point)
+    agreement = FeatureLifter(LiftingConfig(fusion="topk_agreement", topk=2), class_embeddings=classes)
+    for scale in (1e5, 3e5):
+        agreement.lift(scene, np.full((3, 3, 2), [scale, 1.0], np.float32), depth, CAMERA, np.eye(4))
+    np.testing.assert_allclose(scene.features()[0], [2e5, 1.0], rtol=1e-6)
+
+
 def test_lifted_colours_match_integrated_colours() -> None:
     """Lifting each frame's own colour image as a 3-d feature map must reproduce the voxel colours."""
     dataset = SevenScenes()
