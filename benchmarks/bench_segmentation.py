@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from ovseg3d_core.data.rendering import (
     DEFAULT_RENDER_INTRINSICS,
+    RENDERER_VERSION,
     TrajectoryConfig,
     generate_trajectory,
     render_views,
@@ -82,14 +83,14 @@ class Views:
 
 def load_views(scan: ScanNetScan, n_views: int, seed: int, waypoints: int) -> tuple[Views, bool]:
     """Render (or read from the cache) ``n_views`` views along a walk; returns (views, from_cache)."""
-    path = views_cache() / f"{scan.name}_views{n_views}_seed{seed}_waypoints{waypoints}.npz"
+    path = views_cache() / f"{scan.name}_views{n_views}_seed{seed}_waypoints{waypoints}_r{RENDERER_VERSION}.npz"
     k = DEFAULT_RENDER_INTRINSICS
     if path.is_file():
         data = np.load(path)
         return Views(data["poses"], data["depth_mm"], data["labels"], k), True
     poses = generate_trajectory(scan, n_views, seed=seed, config=TrajectoryConfig(waypoints=waypoints))
     frames = render_views(scan, scan.scannet20_ids, poses, progress=True)
-    depth_mm = np.stack([np.clip(np.rint(f.depth * 1000.0), 0, 65535).astype(np.uint16) for f in frames])
+    depth_mm = np.stack([f.depth_mm for f in frames])
     labels = np.stack([np.where(f.labels == IGNORE_INDEX, 255, f.labels).astype(np.uint8) for f in frames])
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, poses=poses, depth_mm=depth_mm, labels=labels)

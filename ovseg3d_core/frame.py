@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ovseg3d_core.data.image_io import metres_to_depth_mm
 from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, validate_pose
 
 
@@ -15,7 +16,8 @@ class RGBDFrame:
 
     ``color`` is HxWx3 uint8 RGB, ``depth`` HxW float32 metres (0 = invalid), ``pose`` the 4x4
     camera-to-world transform, ``labels`` an optional HxW class-id image aligned with depth
-    (rendered ground truth, used only by the noisy-oracle benchmark source).
+    (rendered ground truth, used only by the noisy-oracle benchmark source). :attr:`depth_mm`
+    is ``depth`` as the uint16 millimetre image a 16-bit depth sensor delivers.
     """
 
     color: np.ndarray
@@ -25,6 +27,21 @@ class RGBDFrame:
     stamp: float = 0.0
     labels: np.ndarray | None = None
     name: str = ""
+
+    @property
+    def depth_mm(self) -> np.ndarray:
+        """``depth`` as an HxW uint16 millimetre image (depth PNGs, 16UC1 ROS images, 16-bit sensors).
+
+        The encoding is :func:`~ovseg3d_core.data.image_io.metres_to_depth_mm`, the one the ROS
+        image conversion uses: each valid pixel is ``round(depth * 1000)`` clipped to 1..65534, so
+        depths beyond 65.534 m saturate at 65534 (never the 65535 "invalid" marker some datasets
+        use) and positive depths under 0.5 mm become 1; invalid pixels (0, NaN, inf, negative) are
+        0. Depth already on the millimetre grid within that range (7-Scenes and the other mm-PNG
+        loaders, rendered views) round-trips exactly: ``depth_mm_to_metres(frame.depth_mm,
+        invalid=None)`` equals ``frame.depth``; other depth (TUM's 1/5000 m units) is rounded.
+        Computed on each access (a few ms at 640x480): keep the result to use it repeatedly.
+        """
+        return metres_to_depth_mm(self.depth)
 
     def validate(self) -> RGBDFrame:
         """Raise :class:`GeometryError` if the frame cannot be integrated; returns self."""

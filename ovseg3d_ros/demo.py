@@ -65,10 +65,11 @@ def log(message: str) -> None:
 
 def demo_bag(frames: int, seed: int) -> Path:
     """The cached bag of rendered ScanNet views (built on first use, ~1 s per view)."""
+    from ovseg3d_core.data.rendering import RENDERER_VERSION
     from ovseg3d_ros.bag_tools import dataset_frames, write_bag
 
     cache = cache_dir() / "demo"
-    bag = cache / f"scannet0000-{frames}views-seed{seed}"
+    bag = cache / f"scannet0000-{frames}views-seed{seed}-r{RENDERER_VERSION}"
     if not (bag / "metadata.yaml").is_file():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{bag.name}.tmp{os.getpid()}"

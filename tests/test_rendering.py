@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ovseg3d_core.data.image_io import metres_to_depth_mm
+from ovseg3d_core.data.image_io import depth_mm_to_metres
 from ovseg3d_core.data.rendering import (
     DEFAULT_RENDER_INTRINSICS,
+    MAX_DEPTH_MM,
     MeshError,
     MeshRaycaster,
     TrajectoryConfig,
@@ -51,14 +52,47 @@ def test_views_are_complete_rgbd_frames(views, poses):
         assert view.color[view.depth > 0].std() > 10
         np.testing.assert_array_equal(view.labels[view.depth == 0], IGNORE_INDEX)
         np.testing.assert_array_equal(view.color[view.depth == 0], 0)
-        millimetres = metres_to_depth_mm(view.depth)
-        assert millimetres.dtype == np.uint16 and np.all((millimetres > 0) == (view.depth > 0))
 
 
-def test_rendered_depth_reprojects_onto_the_mesh(views, raycaster):
+def test_depth_is_whole_millimetres_as_a_16_bit_sensor_gives_it(views):
     for view in views:
-        points, _ = backproject_depth(view.depth, view.intrinsics, view.pose, stride=2)
+        millimetres = view.depth_mm
+        assert millimetres.dtype == np.uint16 and millimetres.shape == view.depth.shape
+        np.testing.assert_array_equal(millimetres, np.rint(view.depth.astype(np.float64) * 1000.0))
+        # Quantised, not merely rounded on export: depth * 1000 is integral up to float32 precision
+        # (unquantised ray depths are 0.25 mm off the millimetre grid on average).
+        assert np.abs(view.depth.astype(np.float64) * 1000.0 - millimetres).max() < 0.01
+        # Exactly what a loader decoding the uint16 image gives back.
+        np.testing.assert_array_equal(depth_mm_to_metres(millimetres, invalid=None), view.depth)
+        np.testing.assert_array_equal(millimetres == 0, view.depth == 0)
+        np.testing.assert_array_equal(view.labels[millimetres == 0], IGNORE_INDEX)
+        assert 300 < np.median(millimetres[millimetres > 0]) < 8_000 and millimetres.max() < 20_000  # a room
+
+
+def _pixel_rays(view, stride: int) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """World rays (origins, directions of unit camera z) of every ``stride``-th pixel, pixel (u, v)
+    through the image point (u, v) as backproject_depth assumes; and those pixels as (rows, cols)."""
+    k = view.intrinsics
+    rows, cols = np.mgrid[0 : k.height : stride, 0 : k.width : stride]
+    camera = np.stack([(cols - k.cx) / k.fx, (rows - k.cy) / k.fy, np.ones(rows.shape)], axis=-1).reshape(-1, 3)
+    directions = camera @ view.pose[:3, :3].T
+    return np.broadcast_to(view.pose[:3, 3], directions.shape), directions, (rows.ravel(), cols.ravel())
+
+
+def test_depth_image_reprojects_onto_the_mesh_and_is_zero_where_nothing_is_hit(views, raycaster):
+    for view in views:
+        millimetres = view.depth_mm
+        decoded = depth_mm_to_metres(millimetres, invalid=None)  # as a consumer of the uint16 image reads it
+        points, _ = backproject_depth(decoded, view.intrinsics, view.pose, stride=2)
         assert np.mean(raycaster.distance(points) < 0.01) > 0.99
+        # An independent ray cast: each pixel holds round(z-depth in mm) of the surface it sees, else 0.
+        origins, directions, pixels = _pixel_rays(view, stride=2)
+        t_hit = raycaster.cast(origins, directions)["t_hit"]
+        sampled = millimetres[pixels].astype(np.float64)
+        hit = np.isfinite(t_hit)
+        assert hit.mean() > 0.5 and not hit.all()  # the views include pixels that see nothing
+        agree = np.where(hit, np.abs(t_hit * 1000.0 - sampled) <= 0.502, sampled == 0)  # float32 t_hit
+        assert agree.mean() > 0.9999  # allows a ray grazing a triangle edge to hit on one side only
 
 
 def test_label_images_agree_with_nearest_mesh_vertices(views, scan):
@@ -79,12 +113,14 @@ def test_other_labelling_reuses_the_scene(raycaster, scan, poses):
     assert raycaster.vertex_labels is scan.scannet20_ids  # the original is untouched
 
 
-def _triangle_scene():
-    """One triangle at z = 2 facing a camera at the origin, red / green / blue corners, labels 0 / 1 / 2."""
+def _triangle_scene(z: float = 2.0):
+    """One triangle at depth z (spanning x, y in [-z/2, z/2]) facing a camera at the origin,
+    red / green / blue corners, labels 0 / 1 / 2."""
     import open3d as o3d
 
+    corners = np.array([[-1.0, -1.0, 2.0], [1.0, -1.0, 2.0], [0.0, 1.0, 2.0]]) * z / 2.0
     mesh = o3d.geometry.TriangleMesh(
-        o3d.utility.Vector3dVector([[-1.0, -1.0, 2.0], [1.0, -1.0, 2.0], [0.0, 1.0, 2.0]]),
+        o3d.utility.Vector3dVector(corners),
         o3d.utility.Vector3iVector([[0, 1, 2]]),
     )
     mesh.vertex_colors = o3d.utility.Vector3dVector(np.eye(3))
@@ -95,7 +131,8 @@ def test_depth_is_z_depth_and_colours_are_barycentric():
     intrinsics = CameraIntrinsics(100.0, 100.0, 50.0, 50.0, 101, 101)
     (view,) = render_views(_triangle_scene(), np.array([0, 1, 2]), np.eye(4)[None], intrinsics)
     hit = view.depth > 0
-    np.testing.assert_allclose(view.depth[hit], 2.0, atol=1e-5)  # a fronto-parallel plane: constant z
+    np.testing.assert_array_equal(view.depth[hit], np.float32(2.0))  # a fronto-parallel plane: constant z
+    np.testing.assert_array_equal(view.depth_mm[hit], 2000)
     # Pixel (u, v) sees x = (u - cx) / fx * z: vertex 0 (-1, -1) is at pixel (0, 0), vertex 1 at (100, 0).
     near_v0, near_v1, near_v2 = view.color[3, 4], view.color[3, 96], view.color[96, 50]
     assert near_v0.argmax() == 0 and near_v1.argmax() == 1 and near_v2.argmax() == 2
@@ -104,6 +141,20 @@ def test_depth_is_z_depth_and_colours_are_barycentric():
     assert (view.labels[3, 4], view.labels[3, 96], view.labels[96, 50]) == (0, 1, 2)
     assert view.labels[1, 25] == 0 and view.labels[1, 75] == 1  # nearest vertex along the bottom edge
     assert view.labels[100, 0] == IGNORE_INDEX and view.depth[100, 0] == 0  # outside the triangle
+    assert view.depth_mm[100, 0] == 0
+
+
+def test_surfaces_beyond_the_uint16_range_are_no_return():
+    intrinsics = CameraIntrinsics(100.0, 100.0, 50.0, 50.0, 101, 101)
+    near_mm, far_mm = MAX_DEPTH_MM, MAX_DEPTH_MM + 1  # 65.534 m is the farthest encodable depth
+    (near,) = render_views(_triangle_scene(near_mm / 1000.0), np.array([0, 1, 2]), np.eye(4)[None], intrinsics)
+    (far,) = render_views(_triangle_scene(far_mm / 1000.0), np.array([0, 1, 2]), np.eye(4)[None], intrinsics)
+    hit = near.depth_mm > 0
+    assert hit.mean() > 0.3
+    np.testing.assert_array_equal(near.depth_mm[hit], MAX_DEPTH_MM)
+    # One millimetre farther: no return in every channel, not a value saturated at the top of the range.
+    assert not far.depth.any() and not far.depth_mm.any() and not far.color.any()
+    np.testing.assert_array_equal(far.labels, IGNORE_INDEX)
 
 
 def test_floor_estimate_finds_z_up(scan, raycaster):

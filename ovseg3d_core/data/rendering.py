@@ -7,6 +7,8 @@ ray-casts each pose into an :class:`RGBDFrame` whose ``labels`` hold the class o
 Conventions follow :mod:`ovseg3d_core.geometry`: camera optical frame (x right, y down, z forward),
 poses camera-to-world, depth float32 metres along the optical axis (0 where no surface is hit),
 pixel (u, v) looks through the image point (u, v) exactly as :func:`backproject_depth` assumes.
+Depth is quantised as a 16-bit depth sensor delivers it: whole millimetres in 1..:data:`MAX_DEPTH_MM`,
+so ``frame.depth_mm`` (uint16) is exact and ``frame.depth`` is what a loader decoding it would give.
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from ovseg3d_core.config import Config, setting
+from ovseg3d_core.data.image_io import depth_mm_to_metres
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, look_along, validate_pose
 
 # ScanNet's depth camera (fx = fy ~ 577.6 at 640x480) with a centred principal point.
 DEFAULT_RENDER_INTRINSICS = CameraIntrinsics(577.59, 577.59, 319.5, 239.5, 640, 480)
 DEFAULT_IGNORE_LABEL = 255
+# The largest rendered depth in millimetres (65.534 m): the top of the uint16 range that
+# metres_to_depth_mm emits, below the 65535 "invalid" marker some datasets use. Farther hits,
+# and hits nearer than 0.5 mm, are rendered as "no surface" (depth 0), as a sensor reports no return.
+MAX_DEPTH_MM = 65534
+RENDERER_VERSION = 2
+"""Bumped whenever rendered pixels change, so caches of rendered views are rebuilt. 1: rays through
+pixel corners (half a pixel off the documented convention), float depth; 2: pixel centres, mm depth."""
 
 
 class MeshError(ValueError):
@@ -134,20 +144,26 @@ class MeshRaycaster:
         name: str = "",
         stamp: float = 0.0,
     ) -> RGBDFrame:
-        """One view: interpolated vertex colours, z-depth, and the label of each hit triangle's nearest vertex."""
+        """One view: interpolated vertex colours, z-depth in whole millimetres, and the label of each hit
+        triangle's nearest vertex (see :func:`render_views`; ``frame.depth_mm`` is the uint16 image)."""
         o3d = self._o3d
         pose = validate_pose(pose)
+        # create_rays_pinhole casts pixel (u, v) through the image point (u + 0.5, v + 0.5); moving the
+        # principal point by half a pixel makes it (u, v), the convention backproject_depth inverts.
+        matrix = intrinsics.matrix.copy()
+        matrix[:2, 2] += 0.5
         rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(
-            o3d.core.Tensor(intrinsics.matrix),
+            o3d.core.Tensor(matrix),
             o3d.core.Tensor(np.linalg.inv(pose)),
             intrinsics.width,
             intrinsics.height,
         )
         # Pinhole rays have a unit z component in the camera frame, so t_hit is the optical-axis depth.
         hits = self.scene.cast_rays(rays)
-        t_hit = hits["t_hit"].numpy()
-        hit = np.isfinite(t_hit)
-        depth = np.where(hit, t_hit, 0.0).astype(np.float32)
+        # Quantise as a 16-bit depth sensor does; out-of-range hits are no return in every channel.
+        millimetres = np.rint(hits["t_hit"].numpy().astype(np.float64) * 1000.0)  # inf where nothing is hit
+        hit = (millimetres >= 1) & (millimetres <= MAX_DEPTH_MM)
+        depth = depth_mm_to_metres(np.where(hit, millimetres, 0).astype(np.uint16), invalid=None)
         triangle = self.triangles[hits["primitive_ids"].numpy()[hit].astype(np.int64)]  # hit pixels x 3 vertex ids
         uv = hits["primitive_uvs"].numpy()[hit]
         weights = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=1)  # barycentric
@@ -175,10 +191,13 @@ def render_views(
     """Render one :class:`RGBDFrame` per camera-to-world pose.
 
     Each frame has ``color`` (barycentric-interpolated vertex colours, black where nothing is hit),
-    ``depth`` (float32 metres, 0 = no surface; :func:`~ovseg3d_core.data.image_io.metres_to_depth_mm`
-    gives the uint16 mm encoding), ``labels`` (int32: ``vertex_labels`` of the hit triangle's vertex
-    with the largest barycentric weight, ``ignore_label`` where nothing is hit; None without labels),
-    the pose, the intrinsics, ``stamp`` = view index and ``name`` = ``view-XXXX``.
+    depth quantised as a 16-bit depth sensor delivers it: ``depth_mm`` (the uint16 millimetre image,
+    ``round(z * 1000)`` of the optical-axis depth z) and ``depth`` (the same in float32 metres,
+    ``depth_mm / 1000`` exactly as the loaders decode depth PNGs), both 0 where no surface is hit;
+    a hit farther than :data:`MAX_DEPTH_MM` (65.534 m) or nearer than 0.5 mm counts as no hit in
+    every channel. ``labels`` (int32: ``vertex_labels`` of the hit triangle's vertex with the
+    largest barycentric weight, ``ignore_label`` where nothing is hit; None without labels), the
+    pose, the intrinsics, ``stamp`` = view index and ``name`` = ``view-XXXX``.
     ``mesh`` is an ``open3d.geometry.TriangleMesh`` or a :class:`~ovseg3d_core.data.scannet.ScanNetScan`
     (or a :class:`MeshRaycaster`, to reuse its built scene; its own labels apply when ``vertex_labels`` is None).
     Frames are ~3.4 MB each at 640x480; for long sequences call :meth:`MeshRaycaster.render` lazily.
