@@ -184,6 +184,32 @@ def test_sonata_adapter_needs_user_weights_and_accepts_callables(tmp_path, scene
     assert run_teacher(SonataAdapter(model=Stand()), points).shape == (100, 9)
 
 
+def test_fpfh_normals_teacher_tells_floor_from_wall():
+    """FPFH is rotation invariant, so a floor and a wall look alike; the appended normal separates them."""
+    grid = np.arange(0.0, 1.0, 0.02)
+    u, v = (a.ravel() for a in np.meshgrid(grid, grid))
+    floor = np.column_stack([u, v, np.zeros_like(u)])
+    wall = np.column_stack([u, np.full_like(u, 1.5), v + 0.2])  # apart, so no neighbourhood spans both
+    points = np.vstack([floor, wall])
+    normals = np.vstack([np.tile([0.0, 0.0, 1.0], (len(floor), 1)), np.tile([0.0, -1.0, 0.0], (len(wall), 1))])
+    interior = np.all((points[:, :2] > 0.2) & (points[:, :2] < 0.8), axis=1) | (
+        (np.abs(points[:, 1] - 1.5) < 1e-9) & (points[:, 0] > 0.2) & (points[:, 0] < 0.8)
+    )
+    on_floor = np.arange(len(points)) < len(floor)
+
+    def floor_wall_cosine(teacher_name: str) -> float:
+        embedding = _unit(run_teacher(build_teacher(teacher_name), points, normals=normals))
+        return float(embedding[interior & on_floor].mean(0) @ embedding[interior & ~on_floor].mean(0))
+
+    plain = run_teacher(build_teacher("fpfh"), points, normals=normals)
+    with_normals = run_teacher(build_teacher("fpfh_normals"), points, normals=normals)
+    assert with_normals.shape == (len(points), 36)
+    np.testing.assert_allclose(with_normals[:, :33], _unit(plain), atol=1e-6)
+    np.testing.assert_allclose(with_normals[:, 33:], normals, atol=1e-6)
+    assert floor_wall_cosine("fpfh") > 0.95
+    assert floor_wall_cosine("fpfh_normals") < 0.6
+
+
 def test_teachers_reject_bad_input():
     teacher = FPFHTeacher()
     with pytest.raises(TeacherError, match="no points"):

@@ -57,7 +57,7 @@ class StudentTrainingConfig(Config):
     """Everything one student training run needs; stored beside the shipped checkpoint."""
 
     name: str = setting("geometry_fpfh", "run name; the exported files are <name>.pt/.yaml/_log.csv/_loss.png")
-    teacher: str = setting("fpfh", "teacher name", choices=("fpfh", "pointnet_patch"))
+    teacher: str = setting("fpfh", "teacher name", choices=("fpfh", "fpfh_normals", "pointnet_patch"))
     student: StudentConfig = setting(StudentConfig(), "student architecture")
     distillation: DistillationConfig = setting(DistillationConfig(), "sampler and InfoNCE constants")
     optim: OptimConfig = setting(OptimConfig(), "AdamW + warm-up/cosine schedule")

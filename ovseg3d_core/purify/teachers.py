@@ -75,19 +75,25 @@ class FPFHConfig(Config):
     normal_radius: float = setting(0.06, "normal estimation radius in metres (3 voxels of 2 cm)", low=1e-4)
     feature_radius: float = setting(0.12, "FPFH neighbourhood radius in metres (6 voxels)", low=1e-4)
     max_nn: int = setting(64, "maximum neighbours per FPFH/normal neighbourhood", low=3, high=1000)
+    append_normals: bool = setting(
+        False, "append the unit normal to the L2-normalised histogram (36-d 'FPFH + normals' embedding)"
+    )
 
 
 class FPFHTeacher:
-    """33-d FPFH histograms: a purely geometric teacher that needs no weights.
+    """33-d FPFH histograms (or 36-d FPFH + normals): a purely geometric teacher that needs no weights.
 
     Normals come from the caller when given (e.g. the SceneMap's camera-oriented ones), else from
     Open3D PCA. A point with no neighbour in ``feature_radius`` gets an all-zero histogram.
+    FPFH is rotation invariant, so on a flat surface it cannot tell a wall from the floor or a
+    table top; appending the normal separates them. As pooling embeddings on ScanNet
+    scene0000_00 the histograms alone reach 91.3% affinity purity, with normals 95.0%
+    (benchmarks/results/segmentation.md defines purity).
     """
-
-    name = "fpfh"
 
     def __init__(self, config: FPFHConfig | None = None) -> None:
         self.config = config or FPFHConfig()
+        self.name = "fpfh_normals" if self.config.append_normals else "fpfh"
 
     def __call__(
         self, points: np.ndarray, colors: np.ndarray | None = None, normals: np.ndarray | None = None
@@ -102,7 +108,13 @@ class FPFHTeacher:
         cloud.normals = o3d.utility.Vector3dVector(np.asarray(normals, dtype=np.float64))
         search = o3d.geometry.KDTreeSearchParamHybrid(radius=cfg.feature_radius, max_nn=cfg.max_nn)
         fpfh = o3d.pipelines.registration.compute_fpfh_feature(cloud, search)
-        return np.asarray(fpfh.data, dtype=np.float32).T.copy()
+        histograms = np.asarray(fpfh.data, dtype=np.float32).T.copy()
+        if not cfg.append_normals:
+            return histograms
+        unit = np.asarray(cloud.normals, dtype=np.float32)
+        unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+        histograms /= np.maximum(np.linalg.norm(histograms, axis=1, keepdims=True), 1e-12)
+        return np.hstack([histograms, unit])
 
 
 @dataclass
@@ -234,7 +246,11 @@ class SonataAdapter:
         return np.asarray(out.detach().cpu().numpy() if hasattr(out, "detach") else out, dtype=np.float32)
 
 
-TEACHERS: dict[str, Callable[[], Teacher]] = {"fpfh": FPFHTeacher, "pointnet_patch": PointNetPatchTeacher}
+TEACHERS: dict[str, Callable[[], Teacher]] = {
+    "fpfh": FPFHTeacher,
+    "fpfh_normals": lambda: FPFHTeacher(FPFHConfig(append_normals=True)),
+    "pointnet_patch": PointNetPatchTeacher,
+}
 """Teachers that can be built from a name alone (training configs refer to them by name)."""
 
 
