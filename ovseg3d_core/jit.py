@@ -9,6 +9,8 @@ float16 and float32 storage.
 Parallel kernels are started through :func:`parallel_launch`, which serialises launches from
 different Python threads (numba's fallback ``workqueue`` threading layer aborts on concurrent
 launches; a ROS node lifts and labels on different threads) and sets the kernel's thread count.
+OpenMP is tried before TBB: Open3D bundles a TBB too old for numba, which would only warn and
+fall back on every process start.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 _LAUNCH_LOCK = threading.Lock()
+numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 
 @intrinsic
