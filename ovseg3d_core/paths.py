@@ -23,8 +23,8 @@ def shipped_checkpoints() -> Path:
 
 
 def student_checkpoint(path: str | Path | None = None) -> Path:
-    """A student weights file: ``path`` when given, else the shipped geometry-only student."""
-    return Path(path) if path else shipped_checkpoints() / "student" / "geometry_fpfh.pt"
+    """A student weights file: ``path`` when given, else the shipped geometry-only student (FPFH + normals teacher)."""
+    return Path(path) if path else shipped_checkpoints() / "student" / "geometry_fpfh_normals.pt"
 
 
 def cache_dir() -> Path:

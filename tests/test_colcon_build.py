@@ -104,7 +104,7 @@ def test_colcon_builds_interfaces_and_installs_python_sources(tmp_path):
     assert found["legend"] == "ovseg3d_ros.msg._legend"
     assert found["k"] == 0
     shipped = (install / "share" / "ovseg3d_ros" / "checkpoints").resolve()
-    assert Path(found["student"]) == shipped / "student" / "geometry_fpfh.pt"
+    assert Path(found["student"]) == shipped / "student" / "geometry_fpfh_normals.pt"
     assert Path(found["retrieval"]) == shipped / "retrieval" / "model.pt"
     assert Path(found["experiment"]) == shipped / "retrieval" / "config.yaml"
     assert found["cache"] == str(tmp_path / "user_cache" / "ovseg3d")

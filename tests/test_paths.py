@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 def test_checkout_uses_training_checkpoints_and_dot_cache(monkeypatch):
     monkeypatch.delenv(paths.CACHE_ENV, raising=False)
     assert paths.shipped_checkpoints() == REPO_ROOT / "training" / "checkpoints"
-    assert (paths.shipped_checkpoints() / "student" / "geometry_fpfh.pt").is_file()
+    assert (paths.shipped_checkpoints() / "student" / "geometry_fpfh_normals.pt").is_file()
     assert (paths.shipped_checkpoints() / "retrieval" / "model.pt").is_file()
     assert paths.cache_dir() == REPO_ROOT / ".cache"
 

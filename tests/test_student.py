@@ -131,7 +131,7 @@ def test_checkpoint_round_trip(tmp_path, voxels):
 def test_shipped_checkpoint_loads_by_default(voxels):
     assert SHIPPED_CHECKPOINT.is_file() and SHIPPED_CHECKPOINT.stat().st_size < 20e6
     model = load_student()
-    assert model.config.variant == "geometry" and model.meta["teacher"] == "fpfh"
+    assert model.config.variant == "geometry" and model.meta["teacher"] == "fpfh_normals"
     emb = embed_voxels(model, voxels["coords"], _feats(model.config, voxels))
     assert emb.shape == (len(voxels["coords"]), 128)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)

@@ -5,7 +5,7 @@ into consecutive chunks (each fused into its own SceneMap) and the Redwood frame
 one scene (a random crop when it is large), samples anchors/positives/negatives from the cached
 teacher embeddings and applies InfoNCE to the student's embeddings.
 
-    python training/train_student.py --config training/configs/student_geometry_fpfh.yaml
+    python training/train_student.py --config training/configs/student_geometry_fpfh_normals.yaml
     torchrun --nproc_per_node 2 training/train_student.py --config ... --out /tmp/run   # DDP on gloo
 
 Resuming: rerun the same command with ``--resume``; it continues from the latest checkpoint in
