@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numba
@@ -133,3 +136,20 @@ def test_parallel_launch_sets_and_restores_threads() -> None:
     with parallel_launch(1):
         assert numba.get_num_threads() == 1
     assert numba.get_num_threads() == before
+
+
+def test_kernels_leave_torch_thread_count_alone() -> None:
+    """numba's first OpenMP launch in a process reset torch to numba's thread count (MiniLM got 10x slower)."""
+    script = """
+import numpy as np, torch
+from ovseg3d_core.scene import SceneConfig, SceneMap
+torch.set_num_threads(1)
+scene = SceneMap(SceneConfig(voxel_size=0.1))
+scene.integrate_points(np.random.default_rng(3).uniform(0, 1, (200, 3)).astype(np.float32))
+scene.accumulate_features(np.arange(len(scene)), np.ones((len(scene), 8), np.float32), np.arange(len(scene)))
+print(torch.get_num_threads())
+"""
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # more threads than torch's, as on any multi-core robot
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-1] == "1"

@@ -83,6 +83,7 @@ def test_logit_and_feature_paths_agree(encoder):
     for path in ("logit", "feature"):
         labeler = Labeler(encoder, LabelingConfig(path=path), vocabulary=VOCABULARY)
         positions, features, _, _ = grid_scene(labeler, noise=0.5, seed=4)
+        features[::7] = 0.0  # unobserved voxels: the logit path pools coverage with the class columns
         op = GeometryGuidedPooling(PoolingConfig(k=16)).from_geometry(positions)
         labeler.set_scene(features, op)
         results[path] = labeler.label()
@@ -101,11 +102,11 @@ def test_vocabulary_change_reuses_pooled_columns(labeler):
     first = labeler.label()
     labeler.set_vocabulary(["wall", "sofa", "chair", "table", "floor"])
     second = labeler.label()
-    # coverage (1 column), the first vocabulary (4), then only the new class "sofa" (1).
-    assert propagated_widths == [1, 4, 1]
+    # The first vocabulary (4) with the coverage column in the same pass, then only the new class "sofa" (1).
+    assert propagated_widths == [5, 1]
     labeler.set_scene(features + 0.01, op)  # every voxel observed: coverage is exactly one, not propagated
     labeler.label()
-    assert propagated_widths[3:] == [5]
+    assert propagated_widths[2:] == [5]
     remap = np.array([2, 3, 4, 0])  # old index -> new index
     np.testing.assert_array_equal(remap[first.labels], second.labels)
 

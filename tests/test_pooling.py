@@ -11,7 +11,11 @@ from ovseg3d_core.purify.pooling import (
     GeometryGuidedPooling,
     PoolingConfig,
     PoolingError,
+    PoolingOperator,
+    _propagate_rows,
+    _propagate_split_rows,
     morton_order,
+    warm_up,
 )
 
 
@@ -61,6 +65,69 @@ def test_weights_are_softmax_of_scaled_cosine():
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     expected_ratio = np.exp(20.0 * (unit[57] @ unit[first] - unit[57] @ unit[last]))
     assert row[0, first] / row[0, last] == pytest.approx(expected_ratio, rel=1e-4)
+
+
+def random_operator(n: int = 700, k: int = 24, seed: int = 0) -> PoolingOperator:
+    """Uneven weights (random student embeddings) on random points: every row differs."""
+    rng = np.random.default_rng(seed)
+    return GeometryGuidedPooling(PoolingConfig(k=k)).from_embeddings(rng.random((n, 3)), rng.standard_normal((n, 8)))
+
+
+def test_operator_rows_are_k_ascending_neighbours_with_unit_sum():
+    op = random_operator()
+    assert op.neighbours.dtype == np.int32 and op.weights.dtype == np.float32
+    assert op.neighbours.shape == op.weights.shape == (700, 24)
+    assert (np.diff(op.neighbours, axis=1) > 0).all()  # the stored order is the summation order
+    np.testing.assert_allclose(op.weights.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def operator_and_power():
+    """A random operator and its A^iterations in float64, from the caller-order CSR matrix."""
+    op = random_operator()
+    return op, np.linalg.matrix_power(op.matrix.astype(np.float64).toarray(), op.iterations)
+
+
+@pytest.mark.parametrize("width", [1, 3, 8, 13, 16, 17, 20, 23, 24, 29, 32, 45, 70])
+def test_kernel_matches_the_matrix_power(operator_and_power, width):
+    """Every column layout (4/8/16/32 lanes, 16 + 4/8 tails, several groups) against float64 A^T."""
+    op, power = operator_and_power
+    values = np.random.default_rng(width).standard_normal((op.num_voxels, width)).astype(np.float32)
+    pooled = op.propagate(values)
+    assert pooled.dtype == np.float32 and pooled.shape == values.shape
+    np.testing.assert_allclose(pooled, power @ values, rtol=0, atol=1e-5)
+
+
+def test_kernel_rounds_like_a_sequential_multiply_then_add():
+    """Bit for bit what numpy gives summing each row's terms in stored order: labels cannot drift."""
+    op = random_operator(k=16)
+    values = np.random.default_rng(1).standard_normal((op.num_voxels, 20)).astype(np.float32)
+    state = values[op.order]
+    for _ in range(op.iterations):
+        total = np.zeros_like(state)
+        for j in range(op.neighbours.shape[1]):
+            total = total + op.weights[:, j, None] * state[op.neighbours[:, j]]
+        state = total
+    expected = np.empty_like(state)
+    expected[op.order] = state
+    np.testing.assert_array_equal(op.propagate(values), expected)
+
+
+def test_thread_count_does_not_change_the_result():
+    values = np.random.default_rng(2).standard_normal((700, 20)).astype(np.float32)
+    one, two = random_operator(), random_operator()
+    one.threads, two.threads = 1, 2
+    np.testing.assert_array_equal(one.propagate(values), two.propagate(values))
+
+
+def test_warm_up_leaves_no_width_to_compile():
+    """A robot's first vocabulary change, whatever its size, must not wait for the compiler."""
+    assert warm_up() >= 0.0
+    compiled = len(_propagate_rows.signatures) + len(_propagate_split_rows.signatures)
+    op = random_operator(n=50, k=4)
+    for width in range(1, 70):
+        np.testing.assert_allclose(op.propagate(np.ones((50, width), np.float32)), 1.0, rtol=1e-5)
+    assert len(_propagate_rows.signatures) + len(_propagate_split_rows.signatures) == compiled
 
 
 def test_constant_field_stays_constant():
@@ -156,3 +223,8 @@ def test_bad_input_raises_pooling_error():
         op.propagate(np.full((len(positions), 2), np.nan))
     with pytest.raises(PoolingError, match="shape"):
         op.propagate(np.zeros((len(positions) + 1, 2)))
+    # The kernel reads neighbour rows unchecked, so a bad operator must not be constructible.
+    with pytest.raises(PoolingError, match="out of range"):
+        PoolingOperator(op.neighbours + 1, op.weights, op.order, op.iterations)
+    with pytest.raises(PoolingError, match="N x K"):
+        PoolingOperator(op.neighbours, op.weights[:, :-1], op.order, op.iterations)
