@@ -26,7 +26,7 @@ from ovseg3d_core.geometry import unpack_voxel_keys
 from ovseg3d_core.labeling import Labeler, Labeling, LabelingConfig
 from ovseg3d_core.lifting import FeatureLifter, LiftingConfig
 from ovseg3d_core.paths import student_checkpoint
-from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingConfig, PoolingOperator
+from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingConfig, PoolingOperator, warm_up
 from ovseg3d_core.scene import SceneConfig, SceneMap
 
 PURIFICATION_MODES = ("student", "geometric", "none")
@@ -96,7 +96,9 @@ class SceneSegmenter:
         self.lifter = FeatureLifter(self.config.lifting, class_embeddings=self._lifting_classes())
         self._source = None
         self._student = None
+        self._student_failure: tuple[tuple, Exception] | None = None
         self._purified_version: int | None = None
+        self._kernels_warm = False
         self.last_purify: PurifyReport | None = None
         self.keyframes = 0
 
@@ -142,10 +144,24 @@ class SceneSegmenter:
         return self.labeler.text_embeddings if self.config.lifting.fusion == "topk_agreement" else None
 
     def _load_student(self):
+        """The student, loaded once; a file that failed to load is not re-read until it changes."""
         if self._student is None:
             from ovseg3d_core.purify.student import load_student
 
-            self._student = load_student(self.config.student_checkpoint or None)
+            path = student_checkpoint(self.config.student_checkpoint or None)
+            try:
+                stat = path.stat()
+                identity = (str(path), stat.st_mtime_ns, stat.st_size)
+            except OSError:
+                identity = (str(path), None, None)
+            if self._student_failure is not None and self._student_failure[0] == identity:
+                raise self._student_failure[1]
+            try:
+                self._student = load_student(path)
+            except Exception as error:
+                self._student_failure = (identity, error)
+                raise
+            self._student_failure = None
         return self._student
 
     def student_embeddings(self) -> np.ndarray:
@@ -165,6 +181,9 @@ class SceneSegmenter:
         mode, timings = self.config.purification, {}
         if mode == "none":
             return None, timings
+        if not self._kernels_warm:  # compiled (or loaded from numba's cache) here, not in a label request
+            timings["jit_ms"] = warm_up(self.config.pooling.threads) * 1e3
+            self._kernels_warm = True
         pooling = GeometryGuidedPooling(self.config.pooling)
         start = time.perf_counter()
         if mode == "geometric":

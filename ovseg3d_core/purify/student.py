@@ -236,7 +236,10 @@ def load_student(path: str | Path | None = None, device: str = "cpu") -> SparseR
     path = student_checkpoint(path)
     if not path.is_file():
         raise StudentCheckpointError(f"student checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt or foreign files fail inside torch/pickle/zipfile
+        raise StudentCheckpointError(f"{path} is not a readable student checkpoint ({type(error).__name__})") from error
     if not isinstance(state, dict) or state.get("kind") != "ovseg3d_student":
         raise StudentCheckpointError(f"{path} is not an ovseg3d student checkpoint")
     model = build_student(StudentConfig.from_dict(state["config"]))
