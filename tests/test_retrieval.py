@@ -97,6 +97,18 @@ def test_model_variants_produce_unit_embeddings_and_losses(fusion, reconstructio
     assert torch.isfinite(losses["total"])
 
 
+@pytest.mark.parametrize("stop_gradient", [False, True])
+def test_reconstruction_stop_gradient_keeps_targets_out_of_the_graph(stop_gradient):
+    torch.manual_seed(0)
+    cfg = RetrievalConfig(dim=16, hidden=32, colour_dim=4, dropout=0.0, reconstruction_stop_gradient=stop_gradient)
+    model = TriModalRetrievalModel(cfg)
+    p, g, v, t = torch.randn(3, 6, 1024), torch.rand(3, 6, 9), torch.randn(3, 6, 1280), torch.randn(3, 384)
+    model.losses(p, g, v, t)["rec_p2i"].backward()  # target: pooled views; inputs: pooled points + text
+    view_grad = model.view_adapter[0].weight.grad
+    assert (view_grad is None or not view_grad.any()) == stop_gradient
+    assert model.point_adapter[0].weight.grad.any() and model.text_adapter[0].weight.grad.any()
+
+
 def test_view_subset_and_too_many_views():
     assert view_subset(12, 6).tolist() == [0, 2, 4, 6, 8, 10]
     assert view_subset(6, 1).tolist() == [0]

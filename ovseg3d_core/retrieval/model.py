@@ -49,6 +49,11 @@ class RetrievalConfig(Config):
         "tri", "reconstruction: text-guided (tri), single-modality (bi) or none", choices=("tri", "bi", "none")
     )
     reconstruction_weight: float = setting(1.0, "weight of each reconstruction term (paper: 1)", low=0.0, high=100.0)
+    reconstruction_stop_gradient: bool = setting(
+        False,
+        "no reconstruction gradient into the pooled targets (mean P for I->P, mean I for P->I); with it they "
+        "can make the task trivial by collapsing towards one shared direction",
+    )
 
 
 def mlp(inputs: int, hidden: int, outputs: int, dropout: float = 0.0) -> nn.Sequential:
@@ -175,8 +180,11 @@ class TriModalRetrievalModel(nn.Module):
             guide = [F.normalize(text_d, dim=-1)] if cfg.reconstruction == "tri" else []
             view_hat = self.reconstruct_views(torch.cat([mean_p, *guide], dim=-1))
             point_hat = self.reconstruct_points(torch.cat([mean_i, *guide], dim=-1))
-            out["rec_p2i"] = cfg.reconstruction_weight * reconstruction_loss(view_hat, mean_i)
-            out["rec_i2p"] = cfg.reconstruction_weight * reconstruction_loss(point_hat, mean_p)
+            target_i, target_p = (
+                (mean_i.detach(), mean_p.detach()) if cfg.reconstruction_stop_gradient else (mean_i, mean_p)
+            )
+            out["rec_p2i"] = cfg.reconstruction_weight * reconstruction_loss(view_hat, target_i)
+            out["rec_i2p"] = cfg.reconstruction_weight * reconstruction_loss(point_hat, target_p)
         out["total"] = sum(out.values())
         return out
 
