@@ -71,8 +71,9 @@ def reference_update(mean: np.ndarray, source: np.ndarray, slots, rows, alpha) -
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("source_dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("source_rows", [5, 5000])  # fewer / more source rows than updated voxels
-def test_accumulate_features_equals_numpy(dtype: str, source_rows: int) -> None:
+def test_accumulate_features_equals_numpy(dtype: str, source_dtype: str, source_rows: int) -> None:
     rng = np.random.default_rng(1)
     scene = SceneMap(SceneConfig(voxel_size=0.01, feature_dtype=dtype))
     scene.integrate_points(rng.uniform(0, 1, (3000, 3)).astype(np.float32))
@@ -82,13 +83,13 @@ def test_accumulate_features_equals_numpy(dtype: str, source_rows: int) -> None:
     before = scene._channels["feature_mean"][:n].copy()
     slots = rng.choice(n, n // 2, replace=False)
     rows = rng.integers(0, source_rows, len(slots))
-    source = rng.standard_normal((source_rows, dim)).astype(np.float32)
+    source = rng.standard_normal((source_rows, dim)).astype(source_dtype)
     weights = rng.uniform(0.5, 3.0, len(slots)).astype(np.float32)
     scene.accumulate_features(slots, source, rows, weights)
     alpha = weights / (1.0 + weights)
-    # With more rows than the source, the source is stored in the map's dtype first (as documented).
-    stored_source = source.astype(dtype) if len(rows) >= source_rows else source
-    expected = reference_update(before, stored_source, slots, rows, alpha.astype(np.float32))
+    # float16 sources are read as they are, anything else as float32.
+    read = source if source_dtype == "float16" else source.astype(np.float32)
+    expected = reference_update(before, read, slots, rows, alpha.astype(np.float32))
     np.testing.assert_array_equal(scene._channels["feature_mean"][:n], expected)
     np.testing.assert_allclose(scene.feature_weights()[slots], 1.0 + weights)
 
