@@ -613,7 +613,7 @@ def targets(result: dict[str, object]) -> list[str]:
     )
     speedup = result["logit_speedup"]
     out.append(
-        f"logit path >= 10x faster than the feature path ({result['timing_torch_threads']} thread(s)): "
+        f"logit path >= 10x faster than the feature path ({size}, {result['timing_torch_threads']} thread(s)): "
         f"{speedup:.1f}x: {'met' if speedup >= 10 else 'NOT met'}"
     )
     by_threads = {int(t): v for t, v in result["timings_by_threads"].items()}
