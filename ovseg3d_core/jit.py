@@ -134,6 +134,7 @@ def multiply_add(typingctx, total, weight, row):
 
 @intrinsic
 def store_vector(typingctx, array, start, vector):
+    """Write ``vector`` to ``array[start:start + lanes]`` of a float32 array."""
     if not isinstance(array, types.Array) or array.dtype != types.float32:
         return None
 
