@@ -54,7 +54,7 @@ from ovseg3d_core.geometry import CameraIntrinsics, unpack_voxel_keys
 from ovseg3d_core.labeling import Labeler, LabelingConfig
 from ovseg3d_core.lifting import FeatureLifter, LiftingConfig
 from ovseg3d_core.metrics.segmentation import ConfusionAccumulator, scannet19_metrics
-from ovseg3d_core.paths import cache_dir, shipped_checkpoints
+from ovseg3d_core.paths import cache_dir, shipped_checkpoints, student_checkpoint
 from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingOperator, morton_order, warm_up
 from ovseg3d_core.scene import SceneConfig, SceneMap
 from ovseg3d_core.viz.cloud_render import render_label_panels
@@ -439,17 +439,20 @@ def load_students(voxels: VoxelScene, pooling: GeometryGuidedPooling, checkpoint
 
 
 def render_panel(evaluation: Evaluation, labels: dict[str, np.ndarray], path: Path) -> None:
-    """Top-down GT / raw mean fusion / purified (first student, else geometric pooling)."""
-    purified = next((m for m in labels if m.startswith("(d)")), "(c) pooling, geometric affinity")
+    """Top-down GT / raw mean fusion / geometric pooling (the default) / the default student's pooling."""
     slots = evaluation.vertex_slots
+    panels = [
+        ("ground truth", evaluation.scan.scannet20_ids),
+        ("raw mean fusion", labels["(a) mean fusion"][slots]),
+        ("pooling, geometric affinity", labels["(c) pooling, geometric affinity"][slots]),
+    ]
+    student = f"(d) GeoPurify pooling, student {student_checkpoint().stem}"
+    if student in labels:
+        panels.append((f"GeoPurify, student {student_checkpoint().stem}", labels[student][slots]))
     render_label_panels(
         path,
         evaluation.scan.vertices,
-        [
-            ("ground truth", evaluation.scan.scannet20_ids),
-            ("raw mean fusion", labels["(a) mean fusion"][slots]),
-            (purified.split(", ", 1)[-1], labels[purified][slots]),
-        ],
+        panels,
         SCANNET20_CLASSES,
         view="top",
         title=f"{evaluation.scan.name}, noisy oracle (default noise, seed 0), top-down",
