@@ -283,7 +283,7 @@ class GeometryGuidedPooling:
         """Row-softmax the N x K logits; rows are sorted by neighbour id; a lone voxel keeps its own value."""
         n, k = neighbours.shape
         if k == 0:
-            neighbours, weights = np.zeros((n, 1), dtype=np.int32), np.ones((n, 1), dtype=np.float32)
+            neighbours, weights = np.arange(n, dtype=np.int32)[:, None], np.ones((n, 1), dtype=np.float32)
         else:
             weights = np.exp(logits - logits.max(axis=1, keepdims=True))
             weights /= weights.sum(axis=1, keepdims=True)
