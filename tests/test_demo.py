@@ -48,3 +48,33 @@ def test_short_demo_writes_its_outputs(tmp_path):
         image = np.asarray(Image.open(out / summary["files"][key]).convert("RGB"))
         assert image.shape[0] > 100 and image.shape[1] > 100
         assert image.std() > 10, f"{key} looks blank"
+
+
+class _Clock:
+    """Simulated time: each wait advances it, so the test runs instantly and exactly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_wait_for_the_last_frame_ends_when_the_node_stops_progressing():
+    from ovseg3d_ros.demo import wait_for_last_frame
+
+    clock = _Clock()
+    # The node publishes stamps 1, 2, 3 over time and then nothing newer: stamp 5 (the last frame) was lost.
+    stamps = lambda: None if clock.now < 10 else min(3, int(clock.now // 10))  # noqa: E731
+    assert not wait_for_last_frame(stamps, clock.wait, last_ns=5, stall_s=60, timeout_s=1800, clock=clock)
+    assert 90 <= clock.now < 91  # stamp 3 first seen at 30 s, then 60 s without progress
+    clock = _Clock()
+    covered = lambda: None if clock.now < 20 else 5  # noqa: E731
+    assert wait_for_last_frame(covered, clock.wait, last_ns=5, stall_s=60, timeout_s=1800, clock=clock)
+    assert clock.now == 20
+    clock = _Clock()
+    with pytest.raises(RuntimeError, match="no cloud"):
+        wait_for_last_frame(lambda: None, clock.wait, last_ns=5, stall_s=60, timeout_s=100, clock=clock)
