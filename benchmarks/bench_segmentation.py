@@ -10,8 +10,11 @@ covered neighbour's feature, and every vertex is labeled with the ScanNet20 voca
 
 (a) mean multi-view fusion (OpenScene), (b) the official top-k agreement fusion, (c) pooling with
 a plain geometric (bilateral) affinity and no student, (d) GeoPurify pooling (K=96, softmax of
-20 x cosine, 19 steps) with each shipped student checkpoint. (c) and (d) pool the mean-fused
-features, and again the top-k agreement features, as the official pipeline does.
+20 x cosine, 19 steps) with each shipped student checkpoint, (e) pooling with the product of each
+student's affinity and the bilateral kernel (purification ``student_geometric``, the default). A
+control row pools with the bilateral kernel squared: the student term in (e) also sharpens the
+weights, and the control shows how much of (e)'s gain sharpening alone gives. (c)-(e) pool the
+mean-fused features, and again the top-k agreement features, as the official pipeline does.
 
 Timings on a 100k-voxel crop of the densely sampled mesh: student forward, operator build, pooling
 + labeling for 20 classes through the logit path and the feature path (same run), a vocabulary
@@ -55,7 +58,14 @@ from ovseg3d_core.labeling import Labeler, LabelingConfig
 from ovseg3d_core.lifting import FeatureLifter, LiftingConfig
 from ovseg3d_core.metrics.segmentation import ConfusionAccumulator, scannet19_metrics
 from ovseg3d_core.paths import cache_dir, shipped_checkpoints, student_checkpoint
-from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingOperator, morton_order, warm_up
+from ovseg3d_core.purify.pooling import (
+    GeometricAffinityConfig,
+    GeometryGuidedPooling,
+    PoolingConfig,
+    PoolingOperator,
+    morton_order,
+    warm_up,
+)
 from ovseg3d_core.scene import SceneConfig, SceneMap
 from ovseg3d_core.viz.cloud_render import render_label_panels
 
@@ -63,6 +73,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CHECKPOINTS = shipped_checkpoints() / "student"
 NOISE_LEVELS = ("low", "default", "high")
 TOPK_SUFFIX = ", top-k features (official pipeline)"
+SHARP = "geometric affinity squared (control)"
 # A second 20-class vocabulary (mostly new names) for the vocabulary-change timing.
 OTHER_VOCABULARY = (
     "lamp", "rug", "pillow", "monitor", "keyboard", "plant", "book", "mirror", "radiator", "stool",
@@ -347,6 +358,8 @@ class Student:
     description: str
     operator: PoolingOperator | None
     setup_s: float  # student forward + operator build
+    hybrid: PoolingOperator | None  # student affinity x bilateral kernel
+    hybrid_setup_s: float
 
 
 @dataclass
@@ -361,6 +374,7 @@ class Evaluation:
     pooling: GeometryGuidedPooling
     geo_operator: PoolingOperator
     geo_build_s: float
+    sharp_operator: PoolingOperator  # the bilateral logits doubled: is the student more than sharpening?
     students: list[Student]
 
     def label(self, features: np.ndarray, operator: PoolingOperator | None) -> tuple[np.ndarray, float]:
@@ -396,22 +410,20 @@ class Evaluation:
         results.append(("(c) pooling, geometric affinity", labels, base_s + self.geo_build_s + s, ""))
         labels, s = self.label(topk_features, self.geo_operator)
         results.append((f"(c) pooling, geometric affinity{TOPK_SUFFIX}", labels, topk_s + self.geo_build_s + s, ""))
+        labels, s = self.label(mean_features, self.sharp_operator)
+        results.append((f"(c) pooling, {SHARP}", labels, base_s + self.geo_build_s + s, ""))
         for student in self.students:
-            operator, setup_s, description = student.operator, student.setup_s, student.description
-            if operator is None:
-                embeddings, forward_s, description = student_embeddings(student.path, self.voxels, mean_features)
-                operator, build_s = timed(lambda e=embeddings: self.pooling.from_embeddings(positions, e))
-                setup_s = forward_s + build_s
-            for suffix, features, fuse_s in (("", mean_features, base_s), (TOPK_SUFFIX, topk_features, topk_s)):
-                labels, s = self.label(features, operator)
-                results.append(
-                    (
-                        f"(d) GeoPurify pooling, student {student.name}{suffix}",
-                        labels,
-                        fuse_s + setup_s + s,
-                        description,
-                    )
-                )
+            if student.operator is None:
+                student = operators_of(student, self.voxels, self.pooling, mean_features)
+            methods = (
+                ("(d) GeoPurify pooling", student.operator, student.setup_s),
+                ("(e) student x geometric affinity", student.hybrid, student.hybrid_setup_s),
+            )
+            for method, operator, setup_s in methods:
+                for suffix, features, fuse_s in (("", mean_features, base_s), (TOPK_SUFFIX, topk_features, topk_s)):
+                    labels, s = self.label(features, operator)
+                    name = f"{method}, student {student.name}{suffix}"
+                    results.append((name, labels, fuse_s + setup_s + s, student.description))
 
         rows = []
         for method, labels, seconds, note in results:
@@ -422,33 +434,56 @@ class Evaluation:
         return rows, {method: labels for method, labels, _, _ in results}, mean_features
 
 
+def sharp_geometry(voxels: VoxelScene) -> PoolingOperator:
+    """The bilateral kernel squared (sigmas / sqrt 2, normal sharpness x 2): a control for row (e),
+    whose student term also sharpens the weights."""
+    base = GeometricAffinityConfig()
+    sharp = GeometricAffinityConfig(
+        distance_sigma=base.distance_sigma / np.sqrt(2),
+        color_sigma=base.color_sigma / np.sqrt(2),
+        normal_sharpness=2 * base.normal_sharpness,
+    )
+    pooling = GeometryGuidedPooling(PoolingConfig(geometric=sharp))
+    return pooling.from_geometry(voxels.positions, voxels.colors, voxels.normals)
+
+
+def operators_of(
+    student: Student, voxels: VoxelScene, pooling: GeometryGuidedPooling, semantic: np.ndarray | None
+) -> Student:
+    """The student with both its operators built (official-input students need the run's features)."""
+    embeddings, forward_s, description = student_embeddings(student.path, voxels, semantic)
+    operator, build_s = timed(lambda: pooling.from_embeddings(voxels.positions, embeddings))
+    hybrid, hybrid_s = timed(
+        lambda: pooling.from_embeddings_and_geometry(voxels.positions, embeddings, voxels.colors, voxels.normals)
+    )
+    return Student(student.name, student.path, description, operator, forward_s + build_s, hybrid, forward_s + hybrid_s)
+
+
 def load_students(voxels: VoxelScene, pooling: GeometryGuidedPooling, checkpoints: list[Path]) -> list[Student]:
     from ovseg3d_core.purify.student import load_student
 
     students = []
     for path in checkpoints:
-        if load_student(path).config.variant == "official":
-            students.append(Student(path.stem, path, "official input (operator per run)", None, 0.0))
-            continue
-        embeddings, forward_s, description = student_embeddings(path, voxels, None)
-        operator, build_s = timed(lambda e=embeddings: pooling.from_embeddings(voxels.positions, e))
-        students.append(Student(path.stem, path, description, operator, forward_s + build_s))
+        student = Student(path.stem, path, "official input (operators per run)", None, 0.0, None, 0.0)
+        if load_student(path).config.variant != "official":
+            student = operators_of(student, voxels, pooling, None)
+        students.append(student)
     if not students:
         warnings.warn("no student checkpoints given or shipped: rows (d) are missing", stacklevel=1)
     return students
 
 
 def render_panel(evaluation: Evaluation, labels: dict[str, np.ndarray], path: Path) -> None:
-    """Top-down GT / raw mean fusion / geometric pooling (the default) / the default student's pooling."""
+    """Top-down GT / raw mean fusion / geometric pooling / student x geometric pooling (the default)."""
     slots = evaluation.vertex_slots
     panels = [
         ("ground truth", evaluation.scan.scannet20_ids),
         ("raw mean fusion", labels["(a) mean fusion"][slots]),
         ("pooling, geometric affinity", labels["(c) pooling, geometric affinity"][slots]),
     ]
-    student = f"(d) GeoPurify pooling, student {student_checkpoint().stem}"
+    student = f"(e) student x geometric affinity, student {student_checkpoint().stem}"
     if student in labels:
-        panels.append((f"GeoPurify, student {student_checkpoint().stem}", labels[student][slots]))
+        panels.append((f"student {student_checkpoint().stem} x geometric (default)", labels[student][slots]))
     render_label_panels(
         path,
         evaluation.scan.vertices,
@@ -478,6 +513,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         pooling=pooling,
         geo_operator=geo_operator,
         geo_build_s=geo_build_s,
+        sharp_operator=sharp_geometry(voxels),
         students=load_students(voxels, pooling, args.students),
     )
     voxel_gt = voxel_ground_truth(evaluation.vertex_slots, scan.scannet20_ids, len(voxels.positions))
@@ -485,10 +521,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     purity = {
         "uniform kNN weights": affinity_purity(uniform, voxel_gt),
         "geometric": affinity_purity(geo_operator, voxel_gt),
+        SHARP: affinity_purity(evaluation.sharp_operator, voxel_gt),
     }
-    purity.update(
-        {s.name: affinity_purity(s.operator, voxel_gt) for s in evaluation.students if s.operator is not None}
-    )
+    for student in evaluation.students:
+        if student.operator is not None:
+            purity[student.name] = affinity_purity(student.operator, voxel_gt)
+            purity[f"{student.name} x geometric"] = affinity_purity(student.hybrid, voxel_gt)
     noises = ["default"] if args.quick else list(NOISE_LEVELS)
     seeds = [0] if args.quick else list(range(args.seeds))
     rows: list[dict[str, object]] = []
@@ -603,7 +641,7 @@ def targets(result: dict[str, object]) -> list[str]:
     by_key = {(s["method"], s["noise"]): s for s in result["summary"]}
     mean = by_key.get(("(a) mean fusion", "default"))
     for method, noise in by_key:
-        if method.startswith("(d)") and noise == "default" and mean:
+        if method.startswith(("(d)", "(e)")) and noise == "default" and mean:
             gains = [
                 r["miou"] - m["miou"]
                 for r in result["rows"]

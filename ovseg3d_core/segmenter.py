@@ -4,8 +4,8 @@
     for i, frame in enumerate(frames): segmenter.add_frame(frame, keyframe=i % 10 == 0)
     labeling = segmenter.label(["chair", "something to sit on"])
 
-It owns the voxel map, the 2D feature source, the lifter, the purification (GeoPurify student or
-plain geometric affinity) and the labeler, and keeps them consistent: geometry can grow every
+It owns the voxel map, the 2D feature source, the lifter, the purification (GeoPurify student,
+plain geometric affinity, or their product) and the labeler, and keeps them consistent: geometry can grow every
 frame, features are lifted at keyframes, and the pooling operator is rebuilt only when the map
 changed since the last :meth:`purify` (a vocabulary change on a purified map reuses it).
 """
@@ -29,7 +29,7 @@ from ovseg3d_core.paths import student_checkpoint
 from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingConfig, PoolingOperator, warm_up
 from ovseg3d_core.scene import SceneConfig, SceneMap
 
-PURIFICATION_MODES = ("student", "geometric", "none")
+PURIFICATION_MODES = ("student_geometric", "student", "geometric", "none")
 DEFAULT_VOCABULARY = [
     "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
     "picture", "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink",
@@ -45,9 +45,10 @@ class SegmenterConfig(Config):
     lifting: LiftingConfig = setting(LiftingConfig(), "2D -> 3D feature lifting")
     encoders: EncoderConfig = setting(EncoderConfig(), "2D feature source and text encoder")
     purification: str = setting(
-        "geometric",
-        "geometric (bilateral kNN affinity; best measured, benchmarks/results/segmentation.md), "
-        "student (GeoPurify's learned affinity) or none (raw fusion)",
+        "student_geometric",
+        "student_geometric (the student's affinity times the bilateral kernel; best measured, "
+        "benchmarks/results/segmentation.md), student (GeoPurify's learned affinity alone), "
+        "geometric (bilateral kNN affinity, no student) or none (raw fusion)",
         choices=PURIFICATION_MODES,
     )
     student_checkpoint: str = setting("", "student weights file; empty = the shipped geometry-only student")
@@ -58,10 +59,10 @@ class SegmenterConfig(Config):
     def validate(self) -> None:
         """A missing student file fails here, not at the first purification minutes later."""
         super().validate()
-        if self.purification == "student" and not student_checkpoint(self.student_checkpoint).is_file():
+        if self.purification.startswith("student") and not student_checkpoint(self.student_checkpoint).is_file():
             raise ConfigError(
                 f"segmenter.student_checkpoint: {student_checkpoint(self.student_checkpoint)} not found "
-                "(purification: student needs it; empty = the shipped geometry-only student)"
+                f"(purification: {self.purification} needs it; empty = the shipped geometry-only student)"
             )
 
 
@@ -186,13 +187,17 @@ class SceneSegmenter:
             self._kernels_warm = True
         pooling = GeometryGuidedPooling(self.config.pooling)
         start = time.perf_counter()
+        positions, colors, normals = self.scene.positions(), self.scene.colors(), self.scene.normals()
         if mode == "geometric":
-            operator = pooling.from_geometry(self.scene.positions(), self.scene.colors(), self.scene.normals())
+            operator = pooling.from_geometry(positions, colors, normals)
         else:
             embeddings = self.student_embeddings()
             timings["student_ms"] = (time.perf_counter() - start) * 1e3
             start = time.perf_counter()
-            operator = pooling.from_embeddings(self.scene.positions(), embeddings)
+            if mode == "student":
+                operator = pooling.from_embeddings(positions, embeddings)
+            else:
+                operator = pooling.from_embeddings_and_geometry(positions, embeddings, colors, normals)
         timings["pooling_ms"] = (time.perf_counter() - start) * 1e3
         return operator, timings
 

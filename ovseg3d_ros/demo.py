@@ -375,12 +375,14 @@ def print_summary(summary: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ovseg3d_core.segmenter import PURIFICATION_MODES, SegmenterConfig
+
     parser = argparse.ArgumentParser(description="Replay a real scene through the ovseg3d nodes.")
     parser.add_argument("--frames", type=int, default=60, help="rendered ScanNet views to play (default 60)")
     parser.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
     parser.add_argument("--backend", choices=("noisy_oracle", "openclip"), default="noisy_oracle")
     parser.add_argument("--checkpoint", default="", help="local OpenCLIP weights for --backend openclip")
-    parser.add_argument("--purification", choices=("student", "geometric", "none"), default="geometric")
+    parser.add_argument("--purification", choices=PURIFICATION_MODES, default=SegmenterConfig.purification)
     parser.add_argument("--rate", type=float, default=1.0, help="bag playback speed factor")
     parser.add_argument("--query-threshold", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=0, help="camera trajectory seed")

@@ -69,7 +69,7 @@ def test_parameter_file_is_valid_for_the_scene_node():
 
     data = yaml.safe_load((REPO_ROOT / "config" / "ovseg3d.yaml").read_text())
     config = SceneNodeConfig.from_dict(data["scene_node"]["ros__parameters"])
-    assert config.segmenter.purification == "geometric" and config.segmenter.scene.voxel_size == 0.02
+    assert config.segmenter.purification == "student_geometric" and config.segmenter.scene.voxel_size == 0.02
 
 
 def test_rviz_config_shows_the_labeled_cloud_in_label_colours():

@@ -67,6 +67,25 @@ def test_weights_are_softmax_of_scaled_cosine():
     assert row[0, first] / row[0, last] == pytest.approx(expected_ratio, rel=1e-4)
 
 
+def test_student_x_geometric_weights_are_the_normalised_product():
+    """The hybrid affinity is the student's softmax times the bilateral kernel, renormalised per row."""
+    positions, embeddings, _ = two_planes()
+    rng = np.random.default_rng(1)
+    colors = rng.random((len(positions), 3))
+    normals = np.where(positions[:, 2:3] == 0, [0.0, 0.0, 1.0], [0.0, 1.0, 0.0])
+    pooling = GeometryGuidedPooling(PoolingConfig(k=16))
+    student = pooling.from_embeddings(positions, embeddings).matrix.toarray()
+    geometric = pooling.from_geometry(positions, colors, normals).matrix.toarray()
+    hybrid = pooling.from_embeddings_and_geometry(positions, embeddings, colors, normals).matrix.toarray()
+    product = student * geometric
+    np.testing.assert_allclose(hybrid, product / product.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-7)
+    # With constant embeddings the student is indifferent and the hybrid is the bilateral kernel.
+    flat = pooling.from_embeddings_and_geometry(positions, np.ones_like(embeddings), colors, normals).matrix
+    np.testing.assert_allclose(flat.toarray(), geometric, rtol=1e-4, atol=1e-7)
+    with pytest.raises(PoolingError, match="shape"):
+        pooling.from_embeddings_and_geometry(positions, embeddings, colors[:-1], normals)
+
+
 def random_operator(n: int = 700, k: int = 24, seed: int = 0) -> PoolingOperator:
     """Uneven weights (random student embeddings) on random points: every row differs."""
     rng = np.random.default_rng(seed)

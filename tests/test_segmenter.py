@@ -92,26 +92,43 @@ def test_save_reset_load_round_trip(segmenter, tmp_path):
 
 def test_a_missing_student_checkpoint_is_a_config_error(tmp_path):
     missing = tmp_path / "no-such-student.pt"
-    with pytest.raises(ConfigError, match=f"student_checkpoint: {missing} not found"):
-        SegmenterConfig(purification="student", student_checkpoint=str(missing))
+    for mode in ("student", "student_geometric"):
+        with pytest.raises(ConfigError, match=f"student_checkpoint: {missing} not found.*purification: {mode}"):
+            SegmenterConfig(purification=mode, student_checkpoint=str(missing))
     SegmenterConfig(purification="geometric", student_checkpoint=str(missing))  # unused by this mode
 
 
-def test_student_purification_runs_the_shipped_student(frames):
+def test_student_purifications_run_the_shipped_student(frames):
+    from ovseg3d_core.purify.pooling import GeometryGuidedPooling
     from ovseg3d_core.purify.student import SHIPPED_CHECKPOINT
 
     assert SHIPPED_CHECKPOINT.is_file(), "the geometry-only student checkpoint must ship with the package"
-    config = SegmenterConfig.from_dict(
-        {"purification": "student", "scene": {"voxel_size": 0.05}, "pooling": {"k": 16, "iterations": 4}}
-    )
-    segmenter = SceneSegmenter(config, class_names=SCANNET20_CLASSES)
-    for frame in frames[:3]:
-        segmenter.add_frame(frame)
-    labeling = segmenter.label(["wall", "floor", "table"])
-    assert segmenter.last_purify.mode == "student" and segmenter.last_purify.student_ms > 0
-    assert segmenter.last_purify.timings["jit_ms"] > 0  # pooling kernels warmed before the first label
-    assert len(labeling.labels) == len(segmenter.scene)
-    assert set(np.unique(labeling.labels)) <= {0, 1, 2, 3}
+    operators = {}
+    for mode in ("student", "student_geometric"):
+        config = SegmenterConfig.from_dict(
+            {"purification": mode, "scene": {"voxel_size": 0.05}, "pooling": {"k": 16, "iterations": 4}}
+        )
+        segmenter = SceneSegmenter(config, class_names=SCANNET20_CLASSES)
+        for frame in frames[:3]:
+            segmenter.add_frame(frame)
+        labeling = segmenter.label(["wall", "floor", "table"])
+        assert segmenter.last_purify.mode == mode and segmenter.last_purify.student_ms > 0
+        assert segmenter.last_purify.timings["jit_ms"] > 0  # pooling kernels warmed before the first label
+        assert len(labeling.labels) == len(segmenter.scene)
+        assert set(np.unique(labeling.labels)) <= {0, 1, 2, 3}
+        operators[mode], _ = segmenter.pooling_operator()
+    scene = segmenter.scene
+    embeddings = segmenter.student_embeddings()
+    pooling = GeometryGuidedPooling(config.pooling)
+    expected = {
+        "student": pooling.from_embeddings(scene.positions(), embeddings),
+        "student_geometric": pooling.from_embeddings_and_geometry(
+            scene.positions(), embeddings, scene.colors(), scene.normals()
+        ),
+    }
+    for mode, operator in operators.items():
+        np.testing.assert_allclose(operator.matrix.toarray(), expected[mode].matrix.toarray(), atol=1e-6)
+    assert np.abs(operators["student"].matrix - operators["student_geometric"].matrix).max() > 0.05
 
 
 def test_a_broken_student_file_is_read_once_until_it_changes(frames, tmp_path, monkeypatch):

@@ -6,7 +6,9 @@ by A^T F (T = 19 steps, no residual), so a voxel ends up with the consensus of t
 the student says it belongs to. Because the map is linear, A^T (F W) = (A^T F) W for any projection
 W: propagating C class logits gives exactly the scores of propagating D-dim features, at C/D of
 the cost (the fast path). A "plain geometric" affinity (bilateral weights from distance, colour
-and normals, no learned student) is the baseline that shows what the student adds.
+and normals, no learned student) is the baseline that shows what the student adds; the product of
+the two (their logits add) is the best measured purification here: the student's cosine carries
+no distance, so alone it spreads weight evenly over the whole neighbourhood.
 
 Voxels are reordered along a Morton curve inside the operator so that neighbours sit close in
 memory; callers always see their own order. A has exactly K entries per row, so it is stored as two
@@ -293,17 +295,11 @@ class GeometryGuidedPooling:
             weights = np.take_along_axis(weights.astype(np.float32), by_id, axis=1)
         return PoolingOperator(neighbours, weights, order, self.config.iterations, self.config.threads)
 
-    def from_embeddings(self, positions: np.ndarray, embeddings: np.ndarray, chunk: int = 2048) -> PoolingOperator:
+    def from_embeddings(self, positions: np.ndarray, embeddings: np.ndarray) -> PoolingOperator:
         """GeoPurify affinity: softmax over the K neighbours of ``scale`` x cosine of student embeddings."""
         embeddings = _check_per_voxel("embeddings", embeddings, len(np.asarray(positions)))
         order, _, neighbours = self._neighbours(positions)
-        unit = embeddings[order].astype(np.float32)
-        unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
-        cosine = np.empty(neighbours.shape, dtype=np.float32)
-        for start in range(0, len(unit), chunk):
-            stop = start + chunk
-            cosine[start:stop] = np.matmul(unit[neighbours[start:stop]], unit[start:stop, :, None])[..., 0]
-        return self._operator(self.config.scale * cosine, neighbours, order)
+        return self._operator(self._embedding_logits(embeddings, order, neighbours), neighbours, order)
 
     def from_geometry(
         self, positions: np.ndarray, colors: np.ndarray | None = None, normals: np.ndarray | None = None
@@ -313,6 +309,45 @@ class GeometryGuidedPooling:
         colors = _check_per_voxel("colors", colors, n, 3)
         normals = _check_per_voxel("normals", normals, n, 3)
         order, distances, neighbours = self._neighbours(positions)
+        return self._operator(self._geometric_logits(distances, neighbours, order, colors, normals), neighbours, order)
+
+    def from_embeddings_and_geometry(
+        self,
+        positions: np.ndarray,
+        embeddings: np.ndarray,
+        colors: np.ndarray | None = None,
+        normals: np.ndarray | None = None,
+    ) -> PoolingOperator:
+        """Student affinity times the bilateral kernel (their logits add): the student has no notion of
+        distance, so on its own it spreads a voxel's weight evenly over the whole K-neighbourhood."""
+        n = len(np.asarray(positions))
+        embeddings = _check_per_voxel("embeddings", embeddings, n)
+        colors = _check_per_voxel("colors", colors, n, 3)
+        normals = _check_per_voxel("normals", normals, n, 3)
+        order, distances, neighbours = self._neighbours(positions)
+        logits = self._embedding_logits(embeddings, order, neighbours)
+        logits += self._geometric_logits(distances, neighbours, order, colors, normals)
+        return self._operator(logits, neighbours, order)
+
+    def _embedding_logits(
+        self, embeddings: np.ndarray, order: np.ndarray, neighbours: np.ndarray, chunk: int = 2048
+    ) -> np.ndarray:
+        unit = embeddings[order].astype(np.float32)
+        unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+        cosine = np.empty(neighbours.shape, dtype=np.float32)
+        for start in range(0, len(unit), chunk):
+            stop = start + chunk
+            cosine[start:stop] = np.matmul(unit[neighbours[start:stop]], unit[start:stop, :, None])[..., 0]
+        return self.config.scale * cosine
+
+    def _geometric_logits(
+        self,
+        distances: np.ndarray,
+        neighbours: np.ndarray,
+        order: np.ndarray,
+        colors: np.ndarray | None,
+        normals: np.ndarray | None,
+    ) -> np.ndarray:
         geo = self.config.geometric
         logits = -(distances**2) / (2 * geo.distance_sigma**2)
         if colors is not None and neighbours.shape[1]:
@@ -322,4 +357,4 @@ class GeometryGuidedPooling:
             unit = normals[order] / np.maximum(np.linalg.norm(normals[order], axis=1, keepdims=True), 1e-12)
             alignment = np.abs(np.einsum("nkd,nd->nk", unit[neighbours], unit))
             logits += geo.normal_sharpness * (alignment - 1.0)
-        return self._operator(logits, neighbours, order)
+        return logits
