@@ -67,6 +67,29 @@ def test_weights_are_softmax_of_scaled_cosine():
     assert row[0, first] / row[0, last] == pytest.approx(expected_ratio, rel=1e-4)
 
 
+def test_geometric_weights_follow_the_bilateral_formula():
+    """Each row: softmax over the K neighbours of -d^2/2sd^2 - |drgb|^2/2sc^2 + s(|n_i.n_j| - 1)."""
+    rng = np.random.default_rng(2)
+    positions = rng.random((300, 3)) * 0.2
+    colors = rng.integers(0, 256, (300, 3)).astype(np.float32)  # 0-255 input is rescaled to 0-1
+    normals = rng.standard_normal((300, 3))
+    config = PoolingConfig(k=12)
+    weights = GeometryGuidedPooling(config).from_geometry(positions, colors, normals).matrix.toarray()
+    geo = config.geometric
+    distances, neighbours = knn(positions, 12, exclude_self=True)
+    unit = normals / np.linalg.norm(normals, axis=1, keepdims=True)
+    for i in (0, 77, 299):
+        j = neighbours[i]
+        logits = (
+            -(distances[i] ** 2) / (2 * geo.distance_sigma**2)
+            - (((colors[j] - colors[i]) / 255.0) ** 2).sum(1) / (2 * geo.color_sigma**2)
+            + geo.normal_sharpness * (np.abs(unit[j] @ unit[i]) - 1.0)
+        )
+        expected = np.exp(logits - logits.max())
+        np.testing.assert_allclose(weights[i, j], expected / expected.sum(), rtol=1e-4, atol=1e-7)
+        assert weights[i].sum() == pytest.approx(weights[i, j].sum(), abs=1e-6)  # nothing outside the K
+
+
 def test_student_x_geometric_weights_are_the_normalised_product():
     """The hybrid affinity is the student's softmax times the bilateral kernel, renormalised per row."""
     positions, embeddings, _ = two_planes()

@@ -116,6 +116,60 @@ def _propagate_split_rows(
     return wide, tail
 
 
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _affinity_logits(neighbours, distances, unit, rgb, normals, scale, distance_weight, color_weight, sharpness):
+    """N x K logits: scale x cos(unit) - distance_weight d^2 - color_weight |drgb|^2 + sharpness (|n.n| - 1).
+
+    A term whose per-voxel array has no rows is left out. One pass per row, no N x K x D temporaries
+    (numpy's gathers took seconds and gigabytes on a 300k-voxel map).
+    """
+    n, k = neighbours.shape
+    logits = np.empty((n, k), dtype=np.float32)
+    dims = unit.shape[1]
+    for i in numba.prange(n):
+        for j in range(k):
+            m = neighbours[i, j]
+            value = -distance_weight * distances[i, j] * distances[i, j]
+            if unit.shape[0] > 0:
+                dot = np.float32(0.0)
+                for d in range(dims):
+                    dot += unit[i, d] * unit[m, d]
+                value += scale * dot
+            if rgb.shape[0] > 0:
+                difference = np.float32(0.0)
+                for c in range(3):
+                    difference += (rgb[i, c] - rgb[m, c]) ** 2
+                value -= color_weight * difference
+            if normals.shape[0] > 0:
+                alignment = np.float32(0.0)
+                for c in range(3):
+                    alignment += normals[i, c] * normals[m, c]
+                value += sharpness * (abs(alignment) - np.float32(1.0))
+            logits[i, j] = value
+    return logits
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _softmax_rows_by_id(logits, neighbours):
+    """Row softmax of the N x K logits, each row's (id, weight) pairs sorted by ascending id.
+
+    Ascending ids are the summation order of the CSR product the kernel replaced, and a forward
+    memory walk.
+    """
+    n, k = neighbours.shape
+    ids = np.empty((n, k), dtype=np.int32)
+    weights = np.empty((n, k), dtype=np.float32)
+    for i in numba.prange(n):
+        top = logits[i].max()
+        row = np.exp(logits[i] - top)
+        row /= row.sum()
+        by_id = np.argsort(neighbours[i])
+        for j in range(k):
+            ids[i, j] = neighbours[i, by_id[j]]
+            weights[i, j] = row[by_id[j]]
+    return ids, weights
+
+
 def _layout(width: int) -> tuple[int, ...]:
     """Vector widths that hold ``width`` <= 32 columns with the fewest cache lines gathered per neighbour.
 
@@ -136,11 +190,14 @@ def _aligned_rows(rows: int, lanes: int) -> np.ndarray:
 
 
 def warm_up(threads: int = 0) -> float:
-    """Compile (or load from numba's on-disk cache) the kernel of every layout; returns seconds.
+    """Compile (or load from numba's on-disk cache) the operator-build kernels and the propagation
+    kernel of every layout; returns seconds.
 
-    The first propagation of a process pays this otherwise; a node can call it at start-up.
+    The first purification of a process pays this otherwise; a node can call it at start-up.
     """
     start = time.perf_counter()
+    pooling = GeometryGuidedPooling(PoolingConfig(k=1, threads=threads))
+    pooling.from_embeddings_and_geometry(np.eye(2, 3), np.eye(2), np.eye(2, 3), np.eye(2, 3))
     operator = PoolingOperator(np.zeros((1, 1)), np.ones((1, 1)), np.zeros(1, dtype=np.int64), 1, threads)
     for layout in {_layout(width) for width in range(1, _GROUP + 1)}:
         operator.propagate(np.zeros((1, sum(layout)), dtype=np.float32))
@@ -287,19 +344,15 @@ class GeometryGuidedPooling:
         if k == 0:
             neighbours, weights = np.arange(n, dtype=np.int32)[:, None], np.ones((n, 1), dtype=np.float32)
         else:
-            weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-            weights /= weights.sum(axis=1, keepdims=True)
-            # Ascending ids: the summation order of the CSR product this replaces, and a forward memory walk.
-            by_id = np.argsort(neighbours, axis=1)
-            neighbours = np.take_along_axis(neighbours, by_id, axis=1)
-            weights = np.take_along_axis(weights.astype(np.float32), by_id, axis=1)
+            with parallel_launch(self.config.threads):
+                neighbours, weights = _softmax_rows_by_id(logits, neighbours)
         return PoolingOperator(neighbours, weights, order, self.config.iterations, self.config.threads)
 
     def from_embeddings(self, positions: np.ndarray, embeddings: np.ndarray) -> PoolingOperator:
         """GeoPurify affinity: softmax over the K neighbours of ``scale`` x cosine of student embeddings."""
         embeddings = _check_per_voxel("embeddings", embeddings, len(np.asarray(positions)))
-        order, _, neighbours = self._neighbours(positions)
-        return self._operator(self._embedding_logits(embeddings, order, neighbours), neighbours, order)
+        order, distances, neighbours = self._neighbours(positions)
+        return self._operator(self._logits(order, distances, neighbours, embeddings), neighbours, order)
 
     def from_geometry(
         self, positions: np.ndarray, colors: np.ndarray | None = None, normals: np.ndarray | None = None
@@ -309,7 +362,8 @@ class GeometryGuidedPooling:
         colors = _check_per_voxel("colors", colors, n, 3)
         normals = _check_per_voxel("normals", normals, n, 3)
         order, distances, neighbours = self._neighbours(positions)
-        return self._operator(self._geometric_logits(distances, neighbours, order, colors, normals), neighbours, order)
+        logits = self._logits(order, distances, neighbours, None, colors, normals, geometric=True)
+        return self._operator(logits, neighbours, order)
 
     def from_embeddings_and_geometry(
         self,
@@ -325,36 +379,42 @@ class GeometryGuidedPooling:
         colors = _check_per_voxel("colors", colors, n, 3)
         normals = _check_per_voxel("normals", normals, n, 3)
         order, distances, neighbours = self._neighbours(positions)
-        logits = self._embedding_logits(embeddings, order, neighbours)
-        logits += self._geometric_logits(distances, neighbours, order, colors, normals)
+        logits = self._logits(order, distances, neighbours, embeddings, colors, normals, geometric=True)
         return self._operator(logits, neighbours, order)
 
-    def _embedding_logits(
-        self, embeddings: np.ndarray, order: np.ndarray, neighbours: np.ndarray, chunk: int = 2048
-    ) -> np.ndarray:
-        unit = embeddings[order].astype(np.float32)
-        unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
-        cosine = np.empty(neighbours.shape, dtype=np.float32)
-        for start in range(0, len(unit), chunk):
-            stop = start + chunk
-            cosine[start:stop] = np.matmul(unit[neighbours[start:stop]], unit[start:stop, :, None])[..., 0]
-        return self.config.scale * cosine
-
-    def _geometric_logits(
+    def _logits(
         self,
+        order: np.ndarray,
         distances: np.ndarray,
         neighbours: np.ndarray,
-        order: np.ndarray,
-        colors: np.ndarray | None,
-        normals: np.ndarray | None,
+        embeddings: np.ndarray | None = None,
+        colors: np.ndarray | None = None,
+        normals: np.ndarray | None = None,
+        geometric: bool = False,
     ) -> np.ndarray:
+        """Affinity logits of the K neighbours (in ``order``): the student term if ``embeddings`` are
+        given, the bilateral terms (distance, and colour / normals where given) if ``geometric``."""
         geo = self.config.geometric
-        logits = -(distances**2) / (2 * geo.distance_sigma**2)
-        if colors is not None and neighbours.shape[1]:
-            rgb = colors[order] / (255.0 if colors.max() > 1.0 else 1.0)
-            logits -= ((rgb[neighbours] - rgb[:, None, :]) ** 2).sum(-1) / (2 * geo.color_sigma**2)
-        if normals is not None and neighbours.shape[1]:
-            unit = normals[order] / np.maximum(np.linalg.norm(normals[order], axis=1, keepdims=True), 1e-12)
-            alignment = np.abs(np.einsum("nkd,nd->nk", unit[neighbours], unit))
-            logits += geo.normal_sharpness * (alignment - 1.0)
-        return logits
+        none = np.zeros((0, 3), dtype=np.float32)
+        unit = np.zeros((0, 1), dtype=np.float32)
+        if embeddings is not None:
+            unit = embeddings[order].astype(np.float32)
+            unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+        rgb = unit_normals = none
+        if geometric and colors is not None:
+            rgb = (colors[order] / (255.0 if colors.max() > 1.0 else 1.0)).astype(np.float32)
+        if geometric and normals is not None:
+            unit_normals = normals[order].astype(np.float32)
+            unit_normals /= np.maximum(np.linalg.norm(unit_normals, axis=1, keepdims=True), 1e-12)
+        with parallel_launch(self.config.threads):
+            return _affinity_logits(
+                neighbours,
+                distances.astype(np.float32),
+                np.ascontiguousarray(unit),
+                np.ascontiguousarray(rgb),
+                np.ascontiguousarray(unit_normals),
+                np.float32(self.config.scale),
+                np.float32(1 / (2 * geo.distance_sigma**2) if geometric else 0.0),
+                np.float32(1 / (2 * geo.color_sigma**2)),
+                np.float32(geo.normal_sharpness),
+            )
