@@ -310,6 +310,8 @@ class SceneNode(Node):
                 try:
                     self.publish_labels()
                 except Exception as error:
+                    if not self.context.ok():  # shut down mid-publish (SIGTERM): not a labeling failure
+                        break
                     self._report("label", "labeling failed", error)
 
     def _purify_due(self) -> bool:

@@ -1,4 +1,5 @@
-"""scene_node's pose sources, in-process over real DDS: camera_pose first, TF for frames it has no pose for.
+"""scene_node in-process over real DDS: its pose sources (camera_pose first, TF for frames it has no
+pose for) and a shutdown that interrupts a purification.
 
 tf2_ros cannot be installed here (ENVIRONMENT.md), so TF is a stand-in bound where scene_node's
 ``import tf2_ros`` binds it: a Buffer answering one fixed transform and a listener that does nothing.
@@ -100,4 +101,38 @@ def test_frame_pose_comes_from_camera_pose_when_it_has_one_else_from_tf(ros_cont
     finally:
         executor.shutdown()
         peer.destroy_node()
+        node.destroy_node()
+
+
+def test_a_shutdown_while_publishing_is_not_a_labeling_failure(ros_context):
+    """SIGTERM shuts the context down under a running purification: its failure is not a counted error."""
+    import threading
+    import time
+
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    import ovseg3d_ros.scene_node as scene_node
+
+    node = scene_node.SceneNode(
+        context=ros_context,
+        parameter_overrides=[Parameter("use_tf", value=False), Parameter("purify_period_s", value=0.05)],
+    )
+    started = threading.Event()
+
+    def publish_during_shutdown() -> None:  # a purification still running when the context goes away
+        started.set()
+        while ros_context.ok():
+            time.sleep(0.01)
+        raise RuntimeError("publisher's context is invalid")  # what rclpy raises then
+
+    node.publish_labels = publish_during_shutdown
+    try:
+        node._dirty = True  # purification is due
+        assert started.wait(timeout=10), "the worker never purified"
+        rclpy.shutdown(context=ros_context)
+        node.worker.join(timeout=10)
+        assert not node.worker.is_alive(), "the worker kept running after the context shut down"
+        assert node.counters.errors == 0, "the interrupted purification was counted as a labeling failure"
+    finally:
         node.destroy_node()
