@@ -107,6 +107,9 @@ def test_student_x_geometric_weights_are_the_normalised_product():
     np.testing.assert_allclose(flat.toarray(), geometric, rtol=1e-4, atol=1e-7)
     with pytest.raises(PoolingError, match="shape"):
         pooling.from_embeddings_and_geometry(positions, embeddings, colors[:-1], normals)
+    for build in (pooling.from_embeddings, pooling.from_embeddings_and_geometry):
+        with pytest.raises(PoolingError, match="embeddings are required"):
+            build(positions, None)
 
 
 def random_operator(n: int = 700, k: int = 24, seed: int = 0) -> PoolingOperator:

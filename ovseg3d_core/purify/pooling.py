@@ -350,20 +350,15 @@ class GeometryGuidedPooling:
 
     def from_embeddings(self, positions: np.ndarray, embeddings: np.ndarray) -> PoolingOperator:
         """GeoPurify affinity: softmax over the K neighbours of ``scale`` x cosine of student embeddings."""
-        embeddings = _check_per_voxel("embeddings", embeddings, len(np.asarray(positions)))
-        order, distances, neighbours = self._neighbours(positions)
-        return self._operator(self._logits(order, distances, neighbours, embeddings), neighbours, order)
+        if embeddings is None:
+            raise PoolingError("embeddings are required (from_geometry pools without a student)")
+        return self._build(positions, embeddings, None, None, geometric=False)
 
     def from_geometry(
         self, positions: np.ndarray, colors: np.ndarray | None = None, normals: np.ndarray | None = None
     ) -> PoolingOperator:
         """Student-free baseline: bilateral weights from distance, colour (0-1 or 0-255) and normals."""
-        n = len(np.asarray(positions))
-        colors = _check_per_voxel("colors", colors, n, 3)
-        normals = _check_per_voxel("normals", normals, n, 3)
-        order, distances, neighbours = self._neighbours(positions)
-        logits = self._logits(order, distances, neighbours, None, colors, normals, geometric=True)
-        return self._operator(logits, neighbours, order)
+        return self._build(positions, None, colors, normals, geometric=True)
 
     def from_embeddings_and_geometry(
         self,
@@ -374,12 +369,24 @@ class GeometryGuidedPooling:
     ) -> PoolingOperator:
         """Student affinity times the bilateral kernel (their logits add): the student has no notion of
         distance, so on its own it spreads a voxel's weight evenly over the whole K-neighbourhood."""
+        if embeddings is None:
+            raise PoolingError("embeddings are required (from_geometry pools without a student)")
+        return self._build(positions, embeddings, colors, normals, geometric=True)
+
+    def _build(
+        self,
+        positions: np.ndarray,
+        embeddings: np.ndarray | None,
+        colors: np.ndarray | None,
+        normals: np.ndarray | None,
+        geometric: bool,
+    ) -> PoolingOperator:
         n = len(np.asarray(positions))
         embeddings = _check_per_voxel("embeddings", embeddings, n)
         colors = _check_per_voxel("colors", colors, n, 3)
         normals = _check_per_voxel("normals", normals, n, 3)
         order, distances, neighbours = self._neighbours(positions)
-        logits = self._logits(order, distances, neighbours, embeddings, colors, normals, geometric=True)
+        logits = self._logits(order, distances, neighbours, embeddings, colors, normals, geometric)
         return self._operator(logits, neighbours, order)
 
     def _logits(
@@ -387,10 +394,10 @@ class GeometryGuidedPooling:
         order: np.ndarray,
         distances: np.ndarray,
         neighbours: np.ndarray,
-        embeddings: np.ndarray | None = None,
-        colors: np.ndarray | None = None,
-        normals: np.ndarray | None = None,
-        geometric: bool = False,
+        embeddings: np.ndarray | None,
+        colors: np.ndarray | None,
+        normals: np.ndarray | None,
+        geometric: bool,
     ) -> np.ndarray:
         """Affinity logits of the K neighbours (in ``order``): the student term if ``embeddings`` are
         given, the bilateral terms (distance, and colour / normals where given) if ``geometric``."""
