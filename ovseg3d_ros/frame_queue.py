@@ -1,23 +1,30 @@
 """A bounded hand-off between the executor and the worker that drops the oldest item, never the newest.
 
 Sensor callbacks must never block; when the worker falls behind, stale frames are worth less than
-the latest one, so a full queue discards from the front and counts what it dropped.
+the latest one, so a full queue discards from the front and counts what it dropped. With an
+``order`` key (a frame's stamp) items leave in key order: callbacks that finish converting
+synchronised sets in parallel can hand them over out of order, and a map (and the noisy oracle,
+whose draws follow the keyframe count) should not depend on which thread won.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import deque
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class DroppingQueue(Generic[T]):
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, order: Callable[[T], Any] | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"queue size must be >= 1, got {maxsize}")
         self._items: deque[T] = deque()
+        self._keys: deque[Any] = deque()
+        self._order = order
         self._maxsize = maxsize
         self._ready = threading.Condition()
         self.dropped = 0
@@ -25,24 +32,33 @@ class DroppingQueue(Generic[T]):
 
     def put(self, item: T) -> None:
         with self._ready:
-            if len(self._items) >= self._maxsize:
-                self._items.popleft()
-                self.dropped += 1
-            self._items.append(item)
+            key = self._order(item) if self._order else self.accepted
+            position = bisect.bisect_right(self._keys, key)
+            self._keys.insert(position, key)
+            self._items.insert(position, item)
             self.accepted += 1
+            if len(self._items) > self._maxsize:  # a late item older than all the others is the one dropped
+                self._items.popleft()
+                self._keys.popleft()
+                self.dropped += 1
             self._ready.notify()
 
     def get(self, timeout: float | None = None) -> T | None:
-        """The oldest queued item, or None if nothing arrived within ``timeout`` seconds."""
+        """The oldest queued item (first put, or smallest ``order`` key), or None if nothing arrived within
+        ``timeout`` seconds."""
         with self._ready:
             if not self._items:
                 self._ready.wait(timeout)
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            self._keys.popleft()
+            return self._items.popleft()
 
     def clear(self) -> int:
         with self._ready:
             count = len(self._items)
             self._items.clear()
+            self._keys.clear()
             return count
 
     def __len__(self) -> int:

@@ -132,7 +132,9 @@ class SceneNode(Node):
         self.lock = threading.RLock()
         from ovseg3d_ros.frame_queue import DroppingQueue
 
-        self.queue: DroppingQueue[tuple[RGBDFrame, Header]] = DroppingQueue(cfg.queue_size)
+        self.queue: DroppingQueue[tuple[RGBDFrame, Header]] = DroppingQueue(
+            cfg.queue_size, order=lambda item: stamp_to_nanoseconds(item[1].stamp)
+        )
         self.keyframe_selector = KeyframeSelector(cfg.keyframes)
         self.poses = PoseBuffer()
         self._dirty = False

@@ -43,6 +43,20 @@ def test_full_queue_drops_the_oldest_never_the_newest():
         DroppingQueue(0)
 
 
+def test_an_ordered_queue_hands_out_by_stamp_and_drops_the_oldest_stamp():
+    """Sets converted in parallel can be queued out of order; the worker must still see stamp order."""
+    queue: DroppingQueue[tuple[str, int]] = DroppingQueue(3, order=lambda item: item[1])
+    for item in (("b", 20), ("a", 10), ("d", 40), ("c", 30)):
+        queue.put(item)
+    assert queue.dropped == 1 and len(queue) == 3  # "a" (stamp 10) was the oldest when the queue overflowed
+    queue.put(("late", 5))  # older than everything queued: it is the one dropped
+    assert queue.dropped == 2
+    assert [queue.get(0) for _ in range(3)] == [("b", 20), ("c", 30), ("d", 40)]
+    queue.put(("x", 50))
+    queue.put(("x", 50))  # equal stamps keep arrival order
+    assert queue.clear() == 2 and queue.get(timeout=0.01) is None
+
+
 def test_queue_wakes_a_waiting_consumer():
     queue: DroppingQueue[str] = DroppingQueue(2)
     got: list = []
