@@ -13,6 +13,7 @@ import bisect
 import threading
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -22,8 +23,7 @@ class DroppingQueue(Generic[T]):
     def __init__(self, maxsize: int, order: Callable[[T], Any] | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"queue size must be >= 1, got {maxsize}")
-        self._items: deque[T] = deque()
-        self._keys: deque[Any] = deque()
+        self._entries: deque[tuple[Any, T]] = deque()  # (order key, item), ascending keys
         self._order = order
         self._maxsize = maxsize
         self._ready = threading.Condition()
@@ -33,13 +33,10 @@ class DroppingQueue(Generic[T]):
     def put(self, item: T) -> None:
         with self._ready:
             key = self._order(item) if self._order else self.accepted
-            position = bisect.bisect_right(self._keys, key)
-            self._keys.insert(position, key)
-            self._items.insert(position, item)
+            self._entries.insert(bisect.bisect_right(self._entries, key, key=itemgetter(0)), (key, item))
             self.accepted += 1
-            if len(self._items) > self._maxsize:  # a late item older than all the others is the one dropped
-                self._items.popleft()
-                self._keys.popleft()
+            if len(self._entries) > self._maxsize:  # a late item older than all the others is the one dropped
+                self._entries.popleft()
                 self.dropped += 1
             self._ready.notify()
 
@@ -47,20 +44,16 @@ class DroppingQueue(Generic[T]):
         """The oldest queued item (first put, or smallest ``order`` key), or None if nothing arrived within
         ``timeout`` seconds."""
         with self._ready:
-            if not self._items:
+            if not self._entries:
                 self._ready.wait(timeout)
-            if not self._items:
-                return None
-            self._keys.popleft()
-            return self._items.popleft()
+            return self._entries.popleft()[1] if self._entries else None
 
     def clear(self) -> int:
         with self._ready:
-            count = len(self._items)
-            self._items.clear()
-            self._keys.clear()
+            count = len(self._entries)
+            self._entries.clear()
             return count
 
     def __len__(self) -> int:
         with self._ready:
-            return len(self._items)
+            return len(self._entries)
