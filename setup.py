@@ -12,6 +12,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ovseg3d-bag = ovseg3d_ros.bag_tools:main",
+            "ovseg3d-models = ovseg3d_core.encoders.model_files:main",
         ],
     },
 )

@@ -40,7 +40,6 @@ from tqdm import tqdm
 
 os.environ.setdefault("ROS_DOMAIN_ID", "77")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ovseg3d_ros.fastdds_profile import use_fastdds_profile
 
@@ -60,6 +59,7 @@ scene_node:
     keyframes: {{translation_m: 0.0, rotation_deg: 0.0, interval_s: 0.0}}
     segmenter:
       purification: geometric
+      encoders: {{dense: noisy_oracle}}
       scene: {{voxel_size: 0.05}}
       pooling: {{k: 16, iterations: 4}}
 """

@@ -413,7 +413,10 @@ class Evaluation:
         positions = self.voxels.positions
         topk_scene = self.voxels.scene.subset(np.arange(len(self.voxels.scene)))
         (mean_raw, mean_lift_s), (topk_raw, topk_lift_s) = lift_views(
-            self.views, oracle, [(self.voxels.scene, mean_lifter), (topk_scene, topk_lifter)], f"lift {noise}/{seed}"
+            self.views,
+            oracle,
+            [(self.voxels.scene, mean_lifter), (topk_scene, topk_lifter)],
+            f"noisy oracle {noise}/{seed}: lift",
         )
         mean_features, fill_s = timed(lambda: fill_uncovered(positions, mean_raw))
         topk_features, topk_fill_s = timed(lambda: fill_uncovered(positions, topk_raw))
@@ -729,8 +732,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "segmentation.json").write_text(json.dumps(result, indent=2))
     write_markdown(result, args.out / "segmentation.md")
-    print("\n".join(result["targets"]))
-    print(f"wrote {args.out / 'segmentation.json'} in {result['total_seconds']:.0f} s")
+    source = "[2D source: noisy oracle, a benchmark instrument]"
+    print("\n".join(f"{source} {line}" for line in result["targets"]))
+    print(f"{source} wrote {args.out / 'segmentation.json'} in {result['total_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

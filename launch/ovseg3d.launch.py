@@ -2,7 +2,9 @@
 
     ros2 launch ovseg3d_ros ovseg3d.launch.py rgb_topic:=/camera/color/image_raw \
         depth_topic:=/camera/aligned_depth_to_color/image_raw camera_info_topic:=/camera/color/camera_info \
-        backend:=openclip checkpoint:=/path/to/ViT-B-16.pt world_frame:=map
+        checkpoint:=/path/to/ViT-B-16.pt world_frame:=map
+
+Without a checkpoint scene_node maps geometry only (README "Model weights").
 """
 
 from launch import LaunchDescription
@@ -15,14 +17,17 @@ from launch_ros.substitutions import FindPackageShare
 ARGUMENTS = {
     "params_file": ("", "parameter YAML (default: the package's config/ovseg3d.yaml)"),
     "world_frame": ("map", "fixed frame of the map, poses and clouds"),
-    "backend": ("noisy_oracle", "2D feature source: openclip (needs checkpoint) or noisy_oracle (benchmarks)"),
-    "checkpoint": ("", "local OpenCLIP weights file for the openclip backend"),
+    "backend": (
+        "openclip",
+        "2D feature source: openclip, or noisy_oracle (benchmark instrument, reads semantic/image)",
+    ),
+    "checkpoint": ("", "local OpenCLIP weights file; empty = map geometry only until one is set"),
     "rgb_topic": ("rgb/image", "colour image topic (rgb8/bgr8)"),
     "depth_topic": ("depth/image", "depth image topic (16UC1 mm or 32FC1 m), aligned with colour"),
     "camera_info_topic": ("rgb/camera_info", "CameraInfo of the colour/depth image"),
     "pose_topic": ("camera_pose", "PoseStamped world <- camera optical frame (preferred; TF serves frames it lacks)"),
     "points_topic": ("points", "optional PointCloud2 (x, y, z, rgb) in world_frame"),
-    "semantic_topic": ("semantic/image", "class-id image for the noisy oracle backend"),
+    "semantic_topic": ("semantic/image", "ground-truth class ids, read only by the noisy_oracle backend"),
     "retrieval": ("true", "also start retrieval_node"),
 }
 
@@ -33,7 +38,6 @@ def generate_launch_description() -> LaunchDescription:
     params_file = PythonExpression(
         ["'", config["params_file"], "' or '", PathJoinSubstitution([share, "config", "ovseg3d.yaml"]), "'"]
     )
-    text_encoder = PythonExpression(["'openclip' if '", config["backend"], "' == 'openclip' else 'minilm'"])
     scene_node = Node(
         package="ovseg3d_ros",
         executable="scene_node",
@@ -44,8 +48,7 @@ def generate_launch_description() -> LaunchDescription:
             {
                 "world_frame": config["world_frame"],
                 "segmenter.encoders.dense": config["backend"],
-                "segmenter.encoders.text": text_encoder,
-                "segmenter.encoders.openclip.checkpoint": config["checkpoint"],
+                "segmenter.encoders.checkpoint": config["checkpoint"],
             },
         ],
         remappings=[

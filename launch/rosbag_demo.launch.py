@@ -1,6 +1,9 @@
 """Replay an ovseg3d bag (``ovseg3d-bag write``) in a loop into the nodes, with RViz showing the labeled cloud.
 
-ros2 launch ovseg3d_ros rosbag_demo.launch.py bag:=/path/to/scannet_demo rate:=1.0
+ros2 launch ovseg3d_ros rosbag_demo.launch.py bag:=/path/to/bag checkpoint:=/path/to/ViT-B-16.pt
+
+The demo bag (rendered ScanNet views) also carries semantic/image, so ``backend:=noisy_oracle``
+replays it through the benchmark instrument instead of a model.
 """
 
 from launch import LaunchDescription
@@ -19,11 +22,18 @@ def generate_launch_description() -> LaunchDescription:
         [
             DeclareLaunchArgument("bag", description="bag folder written by ovseg3d-bag write"),
             DeclareLaunchArgument("rate", default_value="1.0", description="playback speed factor"),
-            DeclareLaunchArgument("backend", default_value="noisy_oracle", description="2D feature source"),
+            DeclareLaunchArgument(
+                "backend", default_value="openclip", description="2D feature source: openclip or noisy_oracle"
+            ),
+            DeclareLaunchArgument("checkpoint", default_value="", description="local OpenCLIP weights file"),
             DeclareLaunchArgument("rviz", default_value="true", description="start RViz"),
             IncludeLaunchDescription(
                 PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", "ovseg3d.launch.py"])),
-                launch_arguments={"backend": LaunchConfiguration("backend"), "world_frame": "map"}.items(),
+                launch_arguments={
+                    "backend": LaunchConfiguration("backend"),
+                    "checkpoint": LaunchConfiguration("checkpoint"),
+                    "world_frame": "map",
+                }.items(),
             ),
             Node(
                 package="ovseg3d_ros",

@@ -43,9 +43,19 @@ class RGBDFrame:
         """
         return metres_to_depth_mm(self.depth)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> RGBDFrame:
-        """Raise :class:`GeometryError` if the frame cannot be integrated; returns self."""
+        """Raise :class:`GeometryError` if the frame cannot be integrated; returns self.
+
+        Runs when the frame is built (the one boundary every input crosses), so consumers need
+        not check again; call it only after changing a frame's arrays in place.
+        """
         h, w = self.intrinsics.height, self.intrinsics.width
+        if not isinstance(self.depth, np.ndarray) or self.depth.dtype.kind != "f":
+            kind = getattr(self.depth, "dtype", type(self.depth).__name__)
+            raise GeometryError(f"depth must be float metres, got {kind} (convert millimetres first)")
         if self.depth.ndim != 2 or self.depth.shape != (h, w):
             raise GeometryError(f"depth shape {self.depth.shape} does not match intrinsics {w}x{h}")
         if self.color.shape != (h, w, 3) or self.color.dtype != np.uint8:

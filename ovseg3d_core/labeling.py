@@ -83,6 +83,25 @@ class _Scene:
         return (self.features @ embeddings.T) * self.inverse_norm[:, None]
 
 
+def check_vocabulary(labels: Sequence[str], max_vocabulary: int) -> tuple[str, ...]:
+    """``labels`` as unique, stripped, non-empty names, at most ``max_vocabulary``; else :class:`LabelingError`."""
+    if isinstance(labels, str):
+        raise LabelingError("the vocabulary is a list of class names, got a single string")
+    names = tuple(labels)
+    if not names:
+        raise LabelingError("the vocabulary is empty; give at least one class name")
+    if len(names) > max_vocabulary:
+        raise LabelingError(f"the vocabulary has {len(names)} names, more than max_vocabulary={max_vocabulary}")
+    bad = [name for name in names if not isinstance(name, str) or not name.strip()]
+    if bad:
+        raise LabelingError(f"class names must be non-empty strings, got {bad[:3]!r}")
+    names = tuple(name.strip() for name in names)
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise LabelingError(f"the vocabulary repeats {duplicates}; every class name must be unique")
+    return names
+
+
 def checked_features(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validated N x D float32 features and their inverse row norms (0 for all-zero, unobserved rows)."""
     features = np.asarray(features, dtype=np.float32)
@@ -123,22 +142,7 @@ class Labeler:
 
     def set_vocabulary(self, labels: Sequence[str]) -> None:
         """Validate and encode ``labels``; the previous vocabulary stays if anything is wrong."""
-        if isinstance(labels, str):
-            raise LabelingError("the vocabulary is a list of class names, got a single string")
-        names = tuple(labels)
-        if not names:
-            raise LabelingError("the vocabulary is empty; give at least one class name")
-        if len(names) > self.config.max_vocabulary:
-            raise LabelingError(
-                f"the vocabulary has {len(names)} names, more than max_vocabulary={self.config.max_vocabulary}"
-            )
-        bad = [name for name in names if not isinstance(name, str) or not name.strip()]
-        if bad:
-            raise LabelingError(f"class names must be non-empty strings, got {bad[:3]!r}")
-        names = tuple(name.strip() for name in names)
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise LabelingError(f"the vocabulary repeats {duplicates}; every class name must be unique")
+        names = check_vocabulary(labels, self.config.max_vocabulary)
         try:
             embeddings = self.encoder.encode(names)
         except EncoderError as error:

@@ -12,8 +12,9 @@ Fusion modes
     Running mean over all views that see the voxel (the OpenScene baseline).
 ``topk_agreement``
     GeoPurify's "top-k views that agree on the consensus class". Each view's feature is
-    classified against a fixed vocabulary (cosine similarity to the class text embeddings;
-    class = argmax, confidence = the winning cosine). Per voxel we keep: one vote per view
+    classified against a fixed class list of its own (``agreement_classes``, cosine similarity to
+    their text embeddings; class = argmax, confidence = the winning cosine), independent of the
+    labeling vocabulary, so a vocabulary change never touches lifted state. Per voxel we keep: one vote per view
     for its class (``class_votes``, N x C), and a memory of ``topk`` views (feature, class,
     confidence). A new view replaces the memory slot of lowest priority when its own priority
     is higher, where priority = confidence + 2 if the view's class equals the voxel's current
@@ -32,6 +33,7 @@ import numba
 import numpy as np
 
 from ovseg3d_core.config import Config, setting
+from ovseg3d_core.data.scannet import SCANNET20_CLASSES
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, validate_pose
 from ovseg3d_core.jit import parallel_launch
@@ -89,6 +91,14 @@ class LiftingConfig(Config):
     border_px: int = setting(10, "ignore projections within this many pixels of the depth-image border", low=0)
     fusion: str = setting("mean", "multi-view fusion", choices=("mean", "topk_agreement"))
     topk: int = setting(3, "views remembered per voxel by topk_agreement", low=1, high=32)
+    agreement_classes: list[str] = setting(
+        list(SCANNET20_CLASSES), "classes topk_agreement votes over (its own list; the labeling vocabulary may change)"
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.fusion == "topk_agreement" and not self.agreement_classes:
+            raise GeometryError("topk_agreement fusion needs at least one agreement class")
 
 
 @dataclass(frozen=True)
@@ -106,12 +116,10 @@ class FeatureLifter:
         self.config = config or LiftingConfig()
         self._classes: np.ndarray | None = None
         if class_embeddings is not None:
-            self.set_vocabulary(class_embeddings)
-        elif self.config.fusion == "topk_agreement":
-            raise GeometryError("topk_agreement fusion needs class_embeddings (C x D text embeddings)")
+            self.set_agreement_classes(class_embeddings)
 
-    def set_vocabulary(self, class_embeddings: np.ndarray) -> None:
-        """Text embeddings (C x D) the top-k mode votes with; rows are L2-normalised here."""
+    def set_agreement_classes(self, class_embeddings: np.ndarray) -> None:
+        """Text embeddings (C x D) of ``agreement_classes`` the top-k mode votes with; rows are L2-normalised here."""
         classes = np.asarray(class_embeddings, dtype=np.float32)
         if classes.ndim != 2 or len(classes) == 0 or not np.all(np.isfinite(classes)):
             raise GeometryError(f"class embeddings must be a finite non-empty C x D array, got {classes.shape}")
@@ -181,6 +189,8 @@ class FeatureLifter:
             raise GeometryError("feature map contains NaN or inf")
         if scene.config.feature_dtype == "float16" and max(high, -low) > FLOAT16_MAX:
             raise GeometryError(f"feature magnitude {max(high, -low):.3g} overflows the map's float16 storage")
+        if self.config.fusion == "topk_agreement" and self._classes is None:
+            raise GeometryError("topk_agreement fusion has no class embeddings: set_agreement_classes first")
         if self.config.fusion == "topk_agreement" and self._classes.shape[1] != features.shape[2]:
             raise GeometryError(f"feature dim {features.shape[2]} != class embedding dim {self._classes.shape[1]}")
         if valid is not None:
@@ -202,7 +212,6 @@ class FeatureLifter:
 
     def lift_frame(self, scene: SceneMap, feature_map: np.ndarray, frame: RGBDFrame) -> int:
         """:meth:`lift` with the depth, intrinsics and pose of an :class:`RGBDFrame`."""
-        frame.validate()
         return self.lift(scene, feature_map, frame.depth, frame.intrinsics, frame.pose)
 
     def _fuse_topk(self, scene: SceneMap, source: np.ndarray, visibility: Visibility) -> None:

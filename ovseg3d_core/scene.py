@@ -298,15 +298,11 @@ class SceneMap:
     def integrate(self, frame: RGBDFrame) -> int:
         """Fuse a posed RGB-D frame; returns the number of voxels it touched (0 if skipped).
 
-        Raises :class:`GeometryError` for structurally invalid frames (size mismatches, non-rigid
-        pose, bad intrinsics, non-float depth). Non-finite, non-positive and out-of-range depth
+        The frame was validated when it was built (:class:`RGBDFrame`). Non-finite, non-positive and out-of-range depth
         pixels count as "no measurement"; a frame with fewer than ``min_valid_pixels`` valid pixels
         is skipped with a :class:`SkippedFrameWarning`. In every failure case the map is unchanged.
         """
-        frame.validate()
-        depth = np.asarray(frame.depth)
-        if depth.dtype.kind != "f":
-            raise GeometryError(f"depth must be float metres, got {depth.dtype} (convert millimetres first)")
+        depth = frame.depth
         cfg = self.config
         with np.errstate(invalid="ignore"):
             valid = np.isfinite(depth) & (depth >= cfg.depth_min) & (depth <= cfg.depth_max)

@@ -1,6 +1,6 @@
 """Open-vocabulary segmentation of a growing scene: the library's three-line entry point.
 
-    segmenter = SceneSegmenter(SegmenterConfig(), class_names=SCANNET20_CLASSES)
+    segmenter = SceneSegmenter(SegmenterConfig.from_yaml("segmenter.yaml"))  # names the 2D model's checkpoint
     for i, frame in enumerate(frames): segmenter.add_frame(frame, keyframe=i % 10 == 0)
     labeling = segmenter.label(["chair", "something to sit on"])
 
@@ -8,10 +8,14 @@ It owns the voxel map, the 2D feature source, the lifter, the purification (GeoP
 plain geometric affinity, or their product) and the labeler, and keeps them consistent: geometry can grow every
 frame, features are lifted at keyframes, and the pooling operator is rebuilt only when the map
 changed since the last :meth:`purify` (a vocabulary change on a purified map reuses it).
+
+Without 2D model weights (no ``encoders.checkpoint``) it still maps geometry; :attr:`missing_model`
+says why nothing can be labeled, and :meth:`set_encoders` attaches a model later.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,21 +24,24 @@ from pathlib import Path
 import numpy as np
 
 from ovseg3d_core.config import Config, ConfigError, setting
-from ovseg3d_core.encoders.registry import EncoderConfig, build_dense_extractor, build_text_encoder
+from ovseg3d_core.data.scannet import SCANNET20_CLASSES
+from ovseg3d_core.encoders.base import FrameFeatureSource
+from ovseg3d_core.encoders.registry import (
+    EncoderConfig,
+    build_dense_extractor,
+    build_text_encoder,
+    load_shared_model,
+)
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.geometry import unpack_voxel_keys
-from ovseg3d_core.labeling import Labeler, Labeling, LabelingConfig
+from ovseg3d_core.labeling import Labeler, Labeling, LabelingConfig, check_vocabulary
 from ovseg3d_core.lifting import FeatureLifter, LiftingConfig
 from ovseg3d_core.paths import student_checkpoint
 from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingConfig, PoolingOperator, warm_up
 from ovseg3d_core.scene import SceneConfig, SceneMap
 
+LOG = logging.getLogger(__name__)
 PURIFICATION_MODES = ("student_geometric", "student", "geometric", "none")
-DEFAULT_VOCABULARY = [
-    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
-    "picture", "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink",
-    "bathtub", "otherfurniture",
-]  # fmt: skip
 
 
 @dataclass
@@ -54,7 +61,7 @@ class SegmenterConfig(Config):
     student_checkpoint: str = setting("", "student weights file; empty = the shipped geometry-only student")
     pooling: PoolingConfig = setting(PoolingConfig(), "geometry-guided pooling")
     labeling: LabelingConfig = setting(LabelingConfig(), "vocabulary labeling")
-    vocabulary: list[str] = setting(DEFAULT_VOCABULARY, "initial vocabulary (ScanNet20 names)")
+    vocabulary: list[str] = setting(list(SCANNET20_CLASSES), "initial vocabulary (ScanNet20 names)")
 
     def validate(self) -> None:
         """A missing student file fails here, not at the first purification minutes later."""
@@ -82,40 +89,95 @@ class SegmenterError(ValueError):
     """The segmenter cannot do what was asked in its current state (e.g. label an empty map)."""
 
 
+@dataclass
+class _Models:
+    """What a 2D model brings: the labeler in its text space, the feature source, the agreement classes."""
+
+    labeler: Labeler
+    source: FrameFeatureSource
+    agreement: np.ndarray | None
+
+
 class SceneSegmenter:
     """Voxel map + lifted VLM features + GeoPurify purification + open-vocabulary labels."""
 
-    def __init__(self, config: SegmenterConfig | None = None, class_names: Sequence[str] | None = None) -> None:
+    def __init__(self, config: SegmenterConfig | None = None) -> None:
         self.config = config or SegmenterConfig()
-        self.class_names = list(class_names) if class_names else None
         self.scene = SceneMap(self.config.scene)
-        encoders = self.config.encoders
-        self.labeler = Labeler(
-            build_text_encoder(encoders, prompted=False), self.config.labeling, prompts=encoders.prompts
-        )
-        self.labeler.set_vocabulary(self.config.vocabulary)
-        self.lifter = FeatureLifter(self.config.lifting, class_embeddings=self._lifting_classes())
-        self._source = None
+        self.lifter = FeatureLifter(self.config.lifting)
+        self.vocabulary: tuple[str, ...] = check_vocabulary(self.config.vocabulary, self.config.labeling.max_vocabulary)
+        self._models: _Models | None = None
+        self.missing_model: str | None = None
         self._student = None
         self._student_failure: tuple[tuple, Exception] | None = None
         self._purified_version: int | None = None
         self._kernels_warm = False
         self.last_purify: PurifyReport | None = None
         self.keyframes = 0
+        self.set_encoders(self.config.encoders)
 
-    # ------------------------------------------------------------------ inputs
+    # ------------------------------------------------------------------ models
+    def set_encoders(self, encoders: EncoderConfig) -> None:
+        """Attach the 2D model ``encoders`` names (e.g. a checkpoint set at runtime); on failure nothing changes.
+
+        Raises the encoder's error (a missing, corrupt or mismatched file names itself). Features
+        lifted by a previous model live in another space, so they are dropped; the geometry stays.
+        With no checkpoint the segmenter maps geometry only and :attr:`missing_model` says why.
+        """
+        missing = encoders.missing_weights_reason()
+        models = None if missing else self._build_models(encoders)
+        if self._models is not None and self.scene.feature_dim:
+            self.scene.clear_features()
+        self._models, self.missing_model = models, missing
+        self.config = self.config.replace(encoders=encoders)
+        if models is not None and models.agreement is not None:
+            self.lifter.set_agreement_classes(models.agreement)
+        self._purified_version = None
+        self.last_purify = None
+        if missing:
+            LOG.warning(missing)
+
+    def _build_models(self, encoders: EncoderConfig) -> _Models:
+        model = load_shared_model(encoders)
+        labeler = Labeler(
+            build_text_encoder(encoders, prompted=False, model=model),
+            self.config.labeling,
+            self.vocabulary,
+            prompts=encoders.prompts,
+        )
+        source = build_dense_extractor(encoders, labeler.encoder, model)
+        agreement = None
+        if self.config.lifting.fusion == "topk_agreement":
+            agreement = labeler.encoder.encode(self.config.lifting.agreement_classes)
+        return _Models(labeler, source, agreement)
+
+    @property
+    def has_model(self) -> bool:
+        """Whether a 2D model is attached (features can be lifted and the map labeled)."""
+        return self._models is not None
+
+    @property
+    def labeler(self) -> Labeler:
+        return self._require_models().labeler
+
     @property
     def feature_source(self):
-        """The configured 2D source, built on first use (OpenCLIP weights load only when needed)."""
-        if self._source is None:
-            self._source = build_dense_extractor(self.config.encoders, self.class_names, self.labeler.encoder)
-        return self._source
+        """The configured 2D source (OpenCLIP dense features, or a benchmark's noisy oracle)."""
+        return self._require_models().source
 
     @property
     def source_name(self) -> str:
-        """Backend name for logs; the simulated source is always called the noisy oracle."""
-        return "noisy oracle" if self.config.encoders.dense == "noisy_oracle" else self.config.encoders.dense
+        """What produces the features, for logs and status lines (the source's own description)."""
+        if self._models is None:
+            return "no 2D model"
+        return self._models.source.description
 
+    def _require_models(self) -> _Models:
+        if self._models is None:
+            raise SegmenterError(self.missing_model or "no 2D model is attached")
+        return self._models
+
+    # ------------------------------------------------------------------ inputs
     def integrate(self, frame: RGBDFrame) -> int:
         """Fuse a frame's geometry and colour; returns voxels touched (0 if it was skipped)."""
         return self.scene.integrate(frame)
@@ -130,9 +192,9 @@ class SceneSegmenter:
         return lifted
 
     def add_frame(self, frame: RGBDFrame, keyframe: bool = True) -> int:
-        """Integrate a frame and, at keyframes, lift its features; returns voxels touched."""
+        """Integrate a frame and, at keyframes with a 2D model attached, lift its features; returns voxels touched."""
         touched = self.integrate(frame)
-        if keyframe and touched:
+        if keyframe and touched and self.has_model:
             self.lift(frame)
         return touched
 
@@ -141,9 +203,6 @@ class SceneSegmenter:
         return self.scene.integrate_points(xyz, rgb, stamp)
 
     # ------------------------------------------------------------ purification
-    def _lifting_classes(self) -> np.ndarray | None:
-        return self.labeler.text_embeddings if self.config.lifting.fusion == "topk_agreement" else None
-
     def _load_student(self):
         """The student, loaded once; a file that failed to load is not re-read until it changes."""
         if self._student is None:
@@ -205,6 +264,7 @@ class SceneSegmenter:
         """Rebuild the labeler's scene (features + pooling operator) if the map changed."""
         if len(self.scene) == 0:
             raise SegmenterError("the scene map is empty: integrate frames before purifying")
+        self._require_models()
         if self.scene.feature_dim == 0:
             raise SegmenterError("no features have been lifted yet: add a keyframe first")
         if not force and self._purified_version == self.scene.version and self.last_purify is not None:
@@ -226,14 +286,14 @@ class SceneSegmenter:
 
     # ---------------------------------------------------------------- outputs
     def set_vocabulary(self, labels: Sequence[str]) -> None:
-        """Replace the vocabulary; on error the previous one stays."""
-        self.labeler.set_vocabulary(labels)
-        if self.config.lifting.fusion == "topk_agreement":
-            self.lifter.set_vocabulary(self.labeler.text_embeddings)
+        """Replace the vocabulary (encoded now if a model is attached); on error the previous one stays.
 
-    @property
-    def vocabulary(self) -> tuple[str, ...]:
-        return self.labeler.vocabulary
+        Lifted state never depends on it (top-k agreement votes over its own class list).
+        """
+        names = check_vocabulary(labels, self.config.labeling.max_vocabulary)
+        if self._models is not None:
+            self._models.labeler.set_vocabulary(names)
+        self.vocabulary = names
 
     def label(self, vocabulary: Sequence[str] | None = None) -> Labeling:
         """Per-voxel labels for the vocabulary (changing it first when given), purifying if needed."""

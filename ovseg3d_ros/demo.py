@@ -44,8 +44,7 @@ scene_node:
       student_checkpoint: "{student}"
       encoders:
         dense: {backend}
-        text: {text}
-        openclip: {{checkpoint: "{checkpoint}"}}
+        checkpoint: "{checkpoint}"
 retrieval_node:
   ros__parameters:
     database: {{procedural_shapes: {shapes}}}
@@ -60,8 +59,12 @@ class Timings:
         self.seconds[name] = round(time.perf_counter() - start, 3)
 
 
+SOURCE_LABELS = {"noisy_oracle": "noisy oracle", "openclip": "openclip"}
+source_label = SOURCE_LABELS["noisy_oracle"]  # every line names the 2D source; set by run()
+
+
 def log(message: str) -> None:
-    print(f"[demo] {message}", flush=True)
+    print(f"[demo | {source_label}] {message}", flush=True)
 
 
 def demo_bag(frames: int, seed: int) -> Path:
@@ -156,7 +159,7 @@ def evaluate(scene_file: Path, config, out: Path, timings: Timings) -> dict:
     scan = load_scannet_scan()
     results, labels = {}, {}
     for mode in ("none", config.purification):
-        segmenter = SceneSegmenter(config.replace(purification=mode), class_names=SCANNET20_CLASSES)
+        segmenter = SceneSegmenter(config.replace(purification=mode))
         segmenter.load(scene_file)
         labeling = segmenter.label(list(SCANNET20_CLASSES))
         positions = segmenter.scene.positions()
@@ -234,14 +237,16 @@ def run(args: argparse.Namespace) -> dict:
             purification=args.purification,
             student="",
             backend=backend,
-            text="openclip" if backend == "openclip" else "minilm",
             checkpoint=args.checkpoint or "",
             shapes=args.database_shapes,
         )
     )
     node_params = yaml.safe_load(params.read_text())["scene_node"]["ros__parameters"]
     node_config = SceneNodeConfig.from_dict(node_params).segmenter
-    source = "noisy oracle (simulated 2D VLM from ground-truth labels)" if backend == "noisy_oracle" else backend
+    global source_label
+    source_label = SOURCE_LABELS[backend]
+    source = "noisy oracle (a benchmark instrument: simulated 2D VLM errors on ground-truth labels)"
+    source = source if backend == "noisy_oracle" else f"openclip ({args.checkpoint})"
     log(f"2D feature source: {source}; purification: {args.purification}")
     use_fastdds_profile()
     nodes = start_nodes(params, out / "nodes.log")

@@ -38,7 +38,6 @@ def _claim_ros_domain() -> int:
 os.environ["ROS_DOMAIN_ID"] = str(_claim_ros_domain())
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Large best-effort images are lost between processes without the shared-memory profile; every
 # test process (players, clients) needs it, as the nodes' bringup applies it for theirs.
 use_fastdds_profile()

@@ -61,7 +61,7 @@ def test_colcon_builds_interfaces_and_installs_python_sources(tmp_path):
     assert (site / "ovseg3d_ros" / "msg" / "_legend.py").is_file()
     assert (install / "share" / "ovseg3d_ros" / "package.xml").is_file()
     assert (install / "share" / "ovseg3d_ros" / "config").is_dir()
-    for executable in ("scene_node", "retrieval_node", "bringup", "ovseg3d-bag"):
+    for executable in ("scene_node", "retrieval_node", "bringup", "ovseg3d-bag", "ovseg3d-models"):
         assert os.access(install / "lib" / "ovseg3d_ros" / executable, os.X_OK), executable
     assert (install / "share" / "ovseg3d_ros" / "launch" / "ovseg3d.launch.py").is_file()
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "ovseg3d_ros").is_file()
@@ -108,3 +108,14 @@ def test_colcon_builds_interfaces_and_installs_python_sources(tmp_path):
     assert Path(found["retrieval"]) == shipped / "retrieval" / "model.pt"
     assert Path(found["experiment"]) == shipped / "retrieval" / "config.yaml"
     assert found["cache"] == str(tmp_path / "user_cache" / "ovseg3d")
+
+    # The weights tool a robot user runs first, from the install space's launcher.
+    models = subprocess.run(
+        [sys.executable, str(install / "lib" / "ovseg3d_ros" / "ovseg3d-models"), "list"],
+        env=run_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert models.returncode == 0 and "ViT-B-16" in models.stdout, models.stderr[-3000:]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import torch
 from ovseg3d_core.config import ConfigError
 from ovseg3d_core.data.image_io import read_color
 from ovseg3d_core.data.root import data_path
+from ovseg3d_core.encoders import hub_offline
 from ovseg3d_core.encoders.base import (
     DenseFeatureExtractor,
     EncoderError,
@@ -27,11 +30,22 @@ from ovseg3d_core.encoders.openclip import (
     OpenCLIPDenseExtractor,
     OpenCLIPTextEncoder,
     load_openclip_model,
+    resolve_architecture,
 )
 from ovseg3d_core.encoders.prompts import PromptConfig, PromptedTextEncoder
-from ovseg3d_core.encoders.registry import EncoderConfig, build_dense_extractor, build_text_encoder
+from ovseg3d_core.encoders.registry import (
+    EncoderConfig,
+    build_dense_extractor,
+    build_text_encoder,
+    load_shared_model,
+)
 
 TINY_VIT = "ovseg3d-test-tiny-vit"
+TINY_VIT_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +59,19 @@ def tiny_architecture(tmp_path_factory: pytest.TempPathFactory) -> str:
     import open_clip
 
     path = tmp_path_factory.mktemp("openclip") / f"{TINY_VIT}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "embed_dim": 32,
-                "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-            }
-        )
-    )
+    path.write_text(json.dumps(TINY_VIT_CONFIG))
     open_clip.add_model_config(path)
     return TINY_VIT
+
+
+@pytest.fixture(scope="module")
+def wide_architecture_json(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of a model-config .json like the tiny ViT but with a wider vision tower (another architecture)."""
+    config = json.loads(json.dumps(TINY_VIT_CONFIG))
+    config["vision_cfg"]["width"] = 96
+    path = tmp_path_factory.mktemp("openclip-wide") / "ovseg3d-test-wide-vit.json"
+    path.write_text(json.dumps(config))
+    return str(path)
 
 
 def tiny_config(architecture: str, **changes: object) -> OpenCLIPConfig:
@@ -129,8 +145,10 @@ def test_prompts_single_and_ensemble(minilm: MiniLMTextEncoder) -> None:
         PromptConfig(template="a scene")
 
 
-OFFLINE_PROBE = """
-import os, socket
+NO_GLOBAL_STATE_PROBE = """
+import json, os, socket, sys, tempfile
+
+import numpy as np
 
 attempts = []
 
@@ -140,25 +158,100 @@ def refuse(*args, **kwargs):
     raise OSError("network access attempted")
 
 
+def changes(before):
+    after = dict(os.environ)
+    return {name: (before.get(name), after.get(name)) for name in before.keys() | after.keys()
+            if before.get(name) != after.get(name)}
+
+
 socket.socket.connect = socket.socket.connect_ex = refuse
 socket.create_connection = socket.getaddrinfo = refuse
-assert "HF_HUB_OFFLINE" not in os.environ
+assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ
+start = dict(os.environ)
 import ovseg3d_core.encoders
+import ovseg3d_core.encoders.minilm
+import ovseg3d_core.encoders.model_files
+import ovseg3d_core.encoders.openclip
+import ovseg3d_core.encoders.registry
+
+assert not changes(start), changes(start)
+# Third-party libraries set variables of their own when imported (open_clip: TOKENIZERS_PARALLELISM,
+# torch._dynamo via transformers: TORCHINDUCTOR_CACHE_DIR); import them first so what follows
+# measures this package only.
 import huggingface_hub.constants
+import open_clip
+import torch._dynamo
+from transformers import AutoModel, AutoTokenizer
+
+baseline = dict(os.environ)
+assert huggingface_hub.constants.HF_HUB_OFFLINE is False
+from ovseg3d_core.encoders.openclip import OpenCLIPConfig, OpenCLIPDenseExtractor, OpenCLIPTextEncoder
+from ovseg3d_core.encoders.openclip import load_openclip_model
 from ovseg3d_core.encoders.registry import EncoderConfig, build_text_encoder
 
-assert os.environ["HF_HUB_OFFLINE"] == "1" and huggingface_hub.constants.HF_HUB_OFFLINE
-vectors = build_text_encoder(EncoderConfig()).encode(["a wooden chair"])
+vectors = build_text_encoder(EncoderConfig(dense="noisy_oracle")).encode(["a wooden chair"])
 assert vectors.shape == (1, 384), vectors.shape
+path = os.path.join(tempfile.mkdtemp(), "ovseg3d-probe-tiny-vit.json")
+with open(path, "w") as handle:
+    json.dump(json.loads(sys.argv[1]), handle)
+config = OpenCLIPConfig(architecture=path, allow_random_weights=True, short_side=64, window_stride=64)
+model = load_openclip_model(config)
+features = OpenCLIPDenseExtractor(config, model).extract(np.zeros((64, 64, 3), np.uint8))
+texts = OpenCLIPTextEncoder(config, model).encode(["a chair"])
+assert features.shape == (4, 4, 32) and texts.shape == (1, 32), (features.shape, texts.shape)
+assert not changes(baseline), changes(baseline)
+assert huggingface_hub.constants.HF_HUB_OFFLINE is False
 assert not attempts, attempts
+print("probe passed")
 """
 
 
-def test_package_forces_hub_offline() -> None:
-    """Without HF_HUB_OFFLINE (conftest sets it here), the package sets it and the default encoder never connects."""
+def test_package_leaves_process_state_alone() -> None:
+    """Import, the default MiniLM encoder and an OpenCLIP model change no environment variable or hub flag
+    and open no connection, with the Hugging Face offline variables unset."""
     env = {name: value for name, value in os.environ.items() if name not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    result = subprocess.run([sys.executable, "-c", OFFLINE_PROBE], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", NO_GLOBAL_STATE_PROBE, json.dumps(TINY_VIT_CONFIG)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "probe passed" in result.stdout
+
+
+def test_hub_offline_is_scoped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside the block a hub look-up fails at once without a connection; outside, every setting is as before."""
+    import huggingface_hub.constants
+    import open_clip
+
+    attempts = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)
+        raise OSError("network access attempted")
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    before = dict(os.environ)
+    with hub_offline():
+        assert os.environ["HF_HUB_OFFLINE"] == os.environ["TRANSFORMERS_OFFLINE"] == "1"
+        assert huggingface_hub.constants.HF_HUB_OFFLINE is True
+        started = time.monotonic()
+        with pytest.raises(OSError, match=r"huggingface|cached"):
+            open_clip.get_tokenizer("ViT-L-14-CLIPA")  # its tokenizer comes from the hub (bert-base-uncased)
+        assert time.monotonic() - started < 5
+    assert dict(os.environ) == before and huggingface_hub.constants.HF_HUB_OFFLINE is False
+    assert not attempts, attempts
+    with pytest.raises(RuntimeError, match="inside"), hub_offline():
+        raise RuntimeError("inside")
+    assert dict(os.environ) == before and huggingface_hub.constants.HF_HUB_OFFLINE is False
 
 
 # --- OpenCLIP (random weights: plumbing only, never a VLM result) -------------------------------
@@ -168,13 +261,18 @@ def test_openclip_default_config_is_local_only(tmp_path) -> None:
     import open_clip
 
     config = OpenCLIPConfig()
-    assert config.checkpoint == "" and not config.allow_random_weights
+    assert EncoderConfig().checkpoint == "" and not config.allow_random_weights
+    assert "checkpoint" not in config.to_dict()  # the one checkpoint setting is EncoderConfig.checkpoint
     assert config.architecture in open_clip.list_models() and ":" not in config.architecture
     with pytest.raises(WeightsNotFoundError, match="checkpoint"):
         load_openclip_model(config)
     missing = tmp_path / "nowhere" / "clip.pt"
     with pytest.raises(WeightsNotFoundError, match=str(missing)):
-        load_openclip_model(config.replace(checkpoint=str(missing)))
+        load_openclip_model(config, missing)
+    with pytest.raises(WeightsNotFoundError, match=str(missing)):
+        OpenCLIPDenseExtractor(config, checkpoint=str(missing))
+    with pytest.raises(WeightsNotFoundError, match=str(missing)):
+        OpenCLIPTextEncoder(config, checkpoint=str(missing))
     with pytest.raises(EncoderError, match="unknown open_clip architecture"):
         load_openclip_model(config.replace(architecture="hf-hub:someone/model"))
 
@@ -183,7 +281,45 @@ def test_openclip_wrong_checkpoint_file_names_path(tiny_architecture: str, tmp_p
     garbage = tmp_path / "broken.pt"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsNotFoundError, match=str(garbage)):
-        load_openclip_model(tiny_config(tiny_architecture, checkpoint=str(garbage), allow_random_weights=False))
+        load_openclip_model(tiny_config(tiny_architecture, allow_random_weights=False), str(garbage))
+
+
+def test_openclip_checkpoint_of_another_architecture_is_rejected(
+    tiny_architecture: str, wide_architecture_json: str, tmp_path
+) -> None:
+    """Weights saved from the tiny ViT do not load into a wider ViT: the error names the file and the mismatch."""
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(load_openclip_model(tiny_config(tiny_architecture)).state_dict(), checkpoint)
+    wide = tiny_config(wide_architecture_json, allow_random_weights=False)
+    with pytest.raises(WeightsNotFoundError, match=rf"{checkpoint} is not usable for .*wide-vit.json: .*state_dict"):
+        load_openclip_model(wide, checkpoint)
+    with pytest.raises(WeightsNotFoundError, match=str(checkpoint)):
+        OpenCLIPDenseExtractor(wide, checkpoint=checkpoint)
+    assert load_openclip_model(tiny_config(tiny_architecture, allow_random_weights=False), checkpoint) is not None
+
+
+def test_resolve_architecture_accepts_model_config_json(wide_architecture_json: str, tmp_path) -> None:
+    import open_clip
+
+    name = resolve_architecture(wide_architecture_json)
+    assert name == "ovseg3d-test-wide-vit" and name in open_clip.list_models()
+    assert open_clip.get_model_config(name)["vision_cfg"]["width"] == 96
+    assert resolve_architecture(name) == name
+    missing = tmp_path / "absent.json"
+    with pytest.raises(EncoderError, match=rf"{missing} does not exist"):
+        resolve_architecture(str(missing))
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{ not json")
+    with pytest.raises(EncoderError, match=rf"{garbage} is not usable"):
+        resolve_architecture(str(garbage))
+    no_model = tmp_path / "no-model.json"
+    no_model.write_text(json.dumps({"embed_dim": 32}))
+    with pytest.raises(EncoderError, match="unknown open_clip architecture 'no-model'"):
+        resolve_architecture(str(no_model))
+    # a rejected file leaves open_clip's registry usable for the next config
+    other = tmp_path / "ovseg3d-test-after-garbage.json"
+    other.write_text(json.dumps(TINY_VIT_CONFIG))
+    assert resolve_architecture(str(other)) == "ovseg3d-test-after-garbage"
 
 
 def test_openclip_dense_shapes_dtype_and_upsampling(tiny_architecture: str) -> None:
@@ -268,17 +404,16 @@ def test_openclip_weights_round_trip(tiny_architecture: str, tmp_path) -> None:
     model = load_openclip_model(source_config)
     checkpoint = tmp_path / "tiny.pt"
     torch.save(model.state_dict(), checkpoint)
-    loaded_config = tiny_config(
-        tiny_architecture, random_seed=99, allow_random_weights=False, checkpoint=str(checkpoint)
-    )
+    loaded_config = tiny_config(tiny_architecture, random_seed=99, allow_random_weights=False)
     image = random_image(64, 96)
     np.testing.assert_array_equal(
-        OpenCLIPDenseExtractor(loaded_config).extract(image),
+        OpenCLIPDenseExtractor(loaded_config, checkpoint=str(checkpoint)).extract(image),
         OpenCLIPDenseExtractor(source_config, model).extract(image),
     )
     texts = ["a chair", "a sofa in a scene"]
     np.testing.assert_array_equal(
-        OpenCLIPTextEncoder(loaded_config).encode(texts), OpenCLIPTextEncoder(source_config, model).encode(texts)
+        OpenCLIPTextEncoder(loaded_config, checkpoint=checkpoint).encode(texts),
+        OpenCLIPTextEncoder(source_config, model).encode(texts),
     )
 
 
@@ -308,23 +443,60 @@ def test_openclip_vit_b16_on_a_real_frame() -> None:
 
 
 def test_registry_builds_by_name(minilm: MiniLMTextEncoder) -> None:
-    config = EncoderConfig.from_dict({"prompts": {"template": "a photo of a {}"}, "noisy_oracle": {"seed": 5}})
+    config = EncoderConfig.from_dict(
+        {
+            "dense": "noisy_oracle",
+            "prompts": {"template": "a photo of a {}"},
+            "noisy_oracle": {"seed": 5, "class_names": ["sofa", "wall"]},
+        }
+    )
+    assert config.text_backend == "minilm" and load_shared_model(config) is None
     text = build_text_encoder(config)
     assert isinstance(text, PromptedTextEncoder) and isinstance(text.encoder, MiniLMTextEncoder)
     np.testing.assert_allclose(text.encode(["sofa"]), minilm.encode(["a photo of a sofa"]), atol=1e-6)
-    oracle = build_dense_extractor(config, class_names=["sofa", "wall"], text_encoder=text)
+    oracle = build_dense_extractor(config, text_encoder=text)
     assert isinstance(oracle, FrameFeatureSource) and oracle.dim == 384 and oracle.config.seed == 5
-    with pytest.raises(EncoderError, match="class names"):
-        build_dense_extractor(config, text_encoder=text)
+    assert list(oracle.class_names) == ["sofa", "wall"]
+    no_names = config.replace(noisy_oracle=config.noisy_oracle.replace(class_names=[]))
+    with pytest.raises(EncoderError, match="class name"):
+        build_dense_extractor(no_names, text_encoder=text)
+    with pytest.raises(ConfigError, match="class_names"):
+        EncoderConfig.from_dict({"dense": "noisy_oracle", "noisy_oracle": {"class_names": "sofa"}})
     with pytest.raises(ConfigError, match="text space"):
         EncoderConfig(dense="openclip", text="minilm")
     with pytest.raises(ConfigError, match="not one of"):
         EncoderConfig(text="bert")
+    assert EncoderConfig().text_backend == "openclip"
+    assert EncoderConfig(dense="noisy_oracle").text_backend == "minilm"
+    assert EncoderConfig(dense="noisy_oracle", text="openclip").text_backend == "openclip"
 
 
 def test_registry_shares_the_openclip_model(tiny_architecture: str) -> None:
-    config = EncoderConfig(text="openclip", dense="openclip", openclip=tiny_config(tiny_architecture))
-    text = build_text_encoder(config)
-    dense = build_dense_extractor(config, text_encoder=text)
-    assert isinstance(dense, OpenCLIPDenseExtractor) and dense.model is text.encoder.model
+    config = EncoderConfig(dense="openclip", openclip=tiny_config(tiny_architecture))
+    model = load_shared_model(config)
+    text = build_text_encoder(config, model=model)
+    dense = build_dense_extractor(config, text_encoder=text, model=model)
+    assert isinstance(text.encoder, OpenCLIPTextEncoder) and isinstance(dense, OpenCLIPDenseExtractor)
+    assert dense.model is text.encoder.model is model
     assert dense.dim == text.dim == 32
+
+
+def test_registry_loads_the_configured_checkpoint(tiny_architecture: str, tmp_path) -> None:
+    """EncoderConfig.checkpoint is where both towers' weights come from; a missing file is named."""
+    source = load_openclip_model(tiny_config(tiny_architecture, random_seed=21))
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(source.state_dict(), checkpoint)
+    openclip = tiny_config(tiny_architecture, random_seed=5, allow_random_weights=False)
+    config = EncoderConfig(openclip=openclip, checkpoint=str(checkpoint))
+    model = load_shared_model(config)
+    for name, tensor in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0)
+    image = random_image(64, 64)
+    np.testing.assert_array_equal(
+        build_dense_extractor(config).extract(image), OpenCLIPDenseExtractor(openclip, source).extract(image)
+    )
+    missing = config.replace(checkpoint=str(tmp_path / "absent.pt"))
+    with pytest.raises(WeightsNotFoundError, match=str(tmp_path / "absent.pt")):
+        load_shared_model(missing)
+    with pytest.raises(WeightsNotFoundError, match=str(tmp_path / "absent.pt")):
+        build_text_encoder(missing)

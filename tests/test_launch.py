@@ -35,7 +35,7 @@ def test_main_launch_declares_nodes_parameters_and_remappings(monkeypatch):
     description = load_launch("ovseg3d.launch.py", monkeypatch)
     arguments = {a.args[0]: a.kwargs.get("default_value") for a in entities(description, "DeclareLaunchArgument")}
     assert {"world_frame", "backend", "checkpoint", "params_file", "rgb_topic", "depth_topic"} <= set(arguments)
-    assert arguments["backend"] == "noisy_oracle" and arguments["world_frame"] == "map"
+    assert arguments["backend"] == "openclip" and arguments["checkpoint"] == "" and arguments["world_frame"] == "map"
 
     nodes = {n.kwargs["name"]: n.kwargs for n in entities(description, "Node")}
     assert set(nodes) == {"scene_node", "retrieval_node"}
@@ -46,7 +46,8 @@ def test_main_launch_declares_nodes_parameters_and_remappings(monkeypatch):
     overrides = scene["parameters"][1]
     assert set(overrides) <= node_parameter_names(), set(overrides) - node_parameter_names()
     assert overrides["world_frame"].args == ("world_frame",)
-    assert overrides["segmenter.encoders.openclip.checkpoint"].args == ("checkpoint",)
+    assert overrides["segmenter.encoders.checkpoint"].args == ("checkpoint",)
+    assert overrides["segmenter.encoders.dense"].args == ("backend",)
 
     (environment,) = entities(description, "SetEnvironmentVariable")
     assert environment.args[0] == "FASTDDS_DEFAULT_PROFILES_FILE"
@@ -64,12 +65,33 @@ def test_rosbag_demo_launch_includes_the_main_launch_and_plays_the_bag(monkeypat
     assert nodes["rviz"]["arguments"][1].args[0][1:] == ["config", "ovseg3d.rviz"]
 
 
-def test_parameter_file_is_valid_for_the_scene_node():
+def flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def test_parameter_file_names_real_keys_at_their_defaults():
+    """Every key of the shipped YAML is a config field (a misspelt or stale key fails) and shows the default."""
+    from ovseg3d_core.config import ConfigError
+    from ovseg3d_ros.retrieval_node import RetrievalNodeConfig
     from ovseg3d_ros.scene_node import SceneNodeConfig
 
     data = yaml.safe_load((REPO_ROOT / "config" / "ovseg3d.yaml").read_text())
-    config = SceneNodeConfig.from_dict(data["scene_node"]["ros__parameters"])
-    assert config.segmenter.purification == "student_geometric" and config.segmenter.scene.voxel_size == 0.02
+    assert set(data) <= {"scene_node", "retrieval_node"}
+    for node, config_type in (("scene_node", SceneNodeConfig), ("retrieval_node", RetrievalNodeConfig)):
+        values = flatten(data.get(node, {}).get("ros__parameters", {}))
+        config_type.from_flat(values)  # strict: an unknown key raises
+        defaults = {spec.name: spec.default for spec in config_type.parameters()}
+        assert {name: defaults[name] for name in values} == values, f"{node}: the YAML must show the defaults"
+    with pytest.raises(ConfigError, match="unknown"):
+        SceneNodeConfig.from_flat({"segmenter.encoders.openclip.checkpoint": ""})  # the key this file used to have
+    scene = flatten(data["scene_node"]["ros__parameters"])
+    assert scene["segmenter.encoders.dense"] == "openclip" and scene["segmenter.encoders.checkpoint"] == ""
 
 
 def test_rviz_config_shows_the_labeled_cloud_in_label_colours():

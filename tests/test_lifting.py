@@ -227,8 +227,10 @@ def test_bad_input_leaves_features_unchanged(two_planes) -> None:
             lifter.lift(scene, *call)
         np.testing.assert_array_equal(scene.features(), before[0])
         np.testing.assert_array_equal(scene.feature_weights(), before[1])
-    with pytest.raises(GeometryError, match="class_embeddings"):
-        FeatureLifter(LiftingConfig(fusion="topk_agreement"))
+    without_classes = FeatureLifter(LiftingConfig(fusion="topk_agreement"))
+    with pytest.raises(GeometryError, match="set_agreement_classes"):
+        without_classes.lift(scene, np.ones((4, 4, 3), np.float32), depth, CAMERA, pose)
+    np.testing.assert_array_equal(scene.features(), before[0])
     with pytest.raises(GeometryError):
         FeatureLifter(class_embeddings=np.zeros((2, 3), np.float32))
     assert FeatureLifter().lift(SceneMap(), np.ones((4, 4, 3), np.float32), depth, CAMERA, pose) == 0

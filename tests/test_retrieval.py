@@ -353,7 +353,7 @@ def test_utf8_bytes_and_unknown_shapes(index):
         index.query_shape("no-such-shape", k=1)
 
 
-def test_openclip_towers_as_optional_frozen_encoders():
+def test_openclip_towers_as_optional_frozen_encoders(tmp_path):
     """Plumbing only: a RANDOM ViT-S-32 (no CLIP weights exist here) through the OpenCLIP option."""
     from ovseg3d_core.encoders.openclip import OpenCLIPConfig, OpenCLIPTextEncoder
     from ovseg3d_core.retrieval.frozen_encoders import OpenCLIPViewEncoder, make_encoders
@@ -376,8 +376,21 @@ def test_openclip_towers_as_optional_frozen_encoders():
     assert emb.shape == (1, 16)
     assert model.encode_text(torch.from_numpy(texts.encode(["a red chair"]))).shape == (1, 16)
     without_weights = FrozenEncoderConfig(view_backbone="openclip", openclip=OpenCLIPConfig(architecture="ViT-S-32"))
+    assert without_weights.openclip_checkpoint == ""
     with pytest.raises(WeightsNotFoundError, match="local checkpoint"):
         make_encoders(without_weights)
+    # openclip_checkpoint is where both towers' weights come from
+    checkpoint = tmp_path / "vit-s-32.pt"
+    torch.save(views.model.state_dict(), checkpoint)
+    from_file = without_weights.replace(text_backbone="openclip", openclip_checkpoint=str(checkpoint))
+    file_views, file_texts = make_encoders(from_file)
+    assert file_views.model is file_texts.model
+    np.testing.assert_array_equal(file_texts.encode(["a red chair"]), texts.encode(["a red chair"]))
+    renders = np.random.default_rng(1).integers(0, 255, (1, 2, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(file_views.encode(renders), views.encode(renders))
+    missing = tmp_path / "absent.pt"
+    with pytest.raises(WeightsNotFoundError, match=str(missing)):
+        make_encoders(from_file.replace(openclip_checkpoint=str(missing)))
 
 
 def test_retrieval_panel_png(tmp_path):

@@ -322,23 +322,24 @@ def test_partially_invalid_depth_never_leaks_nan(frames: list[RGBDFrame]) -> Non
     assert np.isfinite(scene.positions()).all()
 
 
-def test_structurally_bad_frames_raise(frames: list[RGBDFrame]) -> None:
+def test_structurally_bad_frames_cannot_be_built(frames: list[RGBDFrame]) -> None:
+    """A frame is validated once, where it is built: a bad one never exists, so no map can take it."""
     scene = SceneMap()
     scene.integrate(frames[0])
     before = snapshot(scene)
     frame = frames[1]
     shear = frame.pose.copy()
     shear[0, 1] += 0.3
-    bad_frames = {
-        "colour size": replace(frame, color=frame.color[:240, :320]),
-        "depth size": replace(frame, depth=frame.depth[:, :320]),
-        "non-rigid pose": replace(frame, pose=shear),
-        "scaled pose": replace(frame, pose=np.diag([2.0, 2.0, 2.0, 1.0])),
-        "integer depth": replace(frame, depth=(frame.depth * 1000).astype(np.uint16)),
+    bad_parts = {
+        "colour": {"color": frame.color[:240, :320]},
+        "depth": {"depth": frame.depth[:, :320]},
+        "rigid": {"pose": shear},
+        "rigid ": {"pose": np.diag([2.0, 2.0, 2.0, 1.0])},
+        "float metres": {"depth": (frame.depth * 1000).astype(np.uint16)},
     }
-    for bad in bad_frames.values():
-        with pytest.raises(GeometryError):
-            scene.integrate(bad)
+    for message, parts in bad_parts.items():
+        with pytest.raises(GeometryError, match=message.strip()):
+            replace(frame, **parts)
         assert_same(before, snapshot(scene))
     for fx, width in ((0.0, 640), (-585.0, 640), (585.0, 0)):
         with pytest.raises(GeometryError):

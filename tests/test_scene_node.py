@@ -27,6 +27,7 @@ scene_node:
       student_checkpoint: "{student_checkpoint}"
       scene: {{voxel_size: 0.05}}
       pooling: {{k: 16, iterations: 4}}
+      encoders: {{dense: noisy_oracle}}
 """
 
 

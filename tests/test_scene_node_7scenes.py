@@ -26,15 +26,14 @@ scene_node:
       pooling: {{k: 16, iterations: 4}}
       encoders:
         dense: openclip
-        text: openclip
         openclip: {{architecture: ViT-S-32, allow_random_weights: true, short_side: 224, window_stride: 224}}
 """
 
 
 def test_7scenes_bag_gives_a_cloud_on_the_reconstructed_surface(tmp_path, ros_context):
     """Random-weight OpenCLIP: the test is about poses, depth and transport, not about label quality."""
+    from ovseg3d_core.data.scannet import SCANNET20_CLASSES
     from ovseg3d_core.scene import SceneConfig, SceneMap
-    from ovseg3d_core.segmenter import DEFAULT_VOCABULARY
     from ovseg3d_ros.bag_tools import DEFAULT_START_TIME_S, dataset_frames, play_bag, write_bag
     from ovseg3d_ros.client import Ovseg3dClient
     from ovseg3d_ros.conversions import read_labeled_cloud, stamp_to_nanoseconds
@@ -77,5 +76,5 @@ def test_7scenes_bag_gives_a_cloud_on_the_reconstructed_surface(tmp_path, ros_co
     assert len(cloud.points) > 0.9 * len(surface)
     distances, _ = cKDTree(surface).query(cloud.points)
     assert np.percentile(distances, 95) < 0.02
-    assert np.all(cloud.labels <= len(DEFAULT_VOCABULARY))  # vocabulary ids plus the background id
+    assert np.all(cloud.labels <= len(SCANNET20_CLASSES))  # vocabulary ids plus the background id
     assert np.all(np.isfinite(cloud.scores))

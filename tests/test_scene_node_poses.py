@@ -1,8 +1,8 @@
 """scene_node in-process over real DDS: its pose sources (camera_pose first, TF for frames it has no
 pose for) and a shutdown that interrupts a purification.
 
-tf2_ros cannot be installed here (ENVIRONMENT.md), so TF is a stand-in bound where scene_node's
-``import tf2_ros`` binds it: a Buffer answering one fixed transform and a listener that does nothing.
+TF is a stand-in bound where ``ovseg3d_ros.camera_poses`` imports tf2_ros: a Buffer answering one
+fixed transform and a listener that does nothing.
 """
 
 from __future__ import annotations
@@ -48,39 +48,34 @@ def transform_stamped(matrix: np.ndarray, stamp) -> object:
     return msg
 
 
-def tiny_frame() -> object:
-    from ovseg3d_core.frame import RGBDFrame
-    from ovseg3d_core.geometry import CameraIntrinsics
-
-    intrinsics = CameraIntrinsics(fx=2.0, fy=2.0, cx=1.0, cy=1.0, width=2, height=2)
-    return RGBDFrame(np.zeros((2, 2, 3), np.uint8), np.ones((2, 2), np.float32), intrinsics, np.eye(4))
-
-
 def test_frame_pose_comes_from_camera_pose_when_it_has_one_else_from_tf(ros_context, monkeypatch):
+    import threading
+
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.time import Time
     from std_msgs.msg import Header
 
+    import ovseg3d_ros.camera_poses as camera_poses
     import ovseg3d_ros.scene_node as scene_node
     from ovseg3d_ros.conversions import matrix_to_pose_stamped, nanoseconds_to_stamp
     from ovseg3d_ros.qos import sensor_input_qos
 
-    monkeypatch.setattr(scene_node, "tf2_ros", stand_in_tf2_ros())
+    monkeypatch.setattr(camera_poses, "tf2_ros", stand_in_tf2_ros())
     node = scene_node.SceneNode(context=ros_context)
+    stop = threading.Event()
     peer = rclpy.create_node("pose_peer", context=ros_context)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
     try:
         stamp_ns = 1_700_000_000 * 10**9
         header = Header(stamp=nanoseconds_to_stamp(stamp_ns), frame_id="camera_optical_frame")
-        node.tf_buffer.transform = transform_stamped(TF_POSE, header.stamp)
+        node.poses.tf_buffer.transform = transform_stamped(TF_POSE, header.stamp)
 
         # No camera_pose yet: the pose is the transform world <- the image's frame at the image's stamp.
-        tf_only = tiny_frame()
-        assert node._resolve_pose(tf_only, header)
-        np.testing.assert_allclose(tf_only.pose, TF_POSE, atol=1e-9)
-        assert node.tf_buffer.lookups == [("map", "camera_optical_frame", Time.from_msg(header.stamp))]
+        tf_only, _ = node.poses.wait_for(header, 0.0, stop)
+        np.testing.assert_allclose(tf_only, TF_POSE, atol=1e-9)
+        assert node.poses.tf_buffer.lookups == [("map", "camera_optical_frame", Time.from_msg(header.stamp))]
 
         # A camera_pose published for that stamp wins over TF; a frame far from it still gets TF.
         publisher = peer.create_publisher(scene_node.PoseStamped, "camera_pose", sensor_input_qos(50))
@@ -88,16 +83,14 @@ def test_frame_pose_comes_from_camera_pose_when_it_has_one_else_from_tf(ros_cont
         for _ in range(100):
             publisher.publish(pose_msg)
             executor.spin_once(timeout_sec=0.05)
-            if len(node.poses):
+            if len(node.poses.buffer):
                 break
-        assert len(node.poses), "camera_pose never reached the node although TF is in use"
-        both = tiny_frame()
-        assert node._resolve_pose(both, header)
-        np.testing.assert_allclose(both.pose, TOPIC_POSE, atol=1e-9)
+        assert len(node.poses.buffer), "camera_pose never reached the node although TF is in use"
+        both, _ = node.poses.wait_for(header, 0.0, stop)
+        np.testing.assert_allclose(both, TOPIC_POSE, atol=1e-9)
         later = Header(stamp=nanoseconds_to_stamp(stamp_ns + 10**9), frame_id="camera_optical_frame")
-        far = tiny_frame()
-        assert node._resolve_pose(far, later)
-        np.testing.assert_allclose(far.pose, TF_POSE, atol=1e-9)
+        far, _ = node.poses.wait_for(later, 0.0, stop)
+        np.testing.assert_allclose(far, TF_POSE, atol=1e-9)
     finally:
         executor.shutdown()
         peer.destroy_node()
@@ -128,11 +121,11 @@ def test_a_shutdown_while_publishing_is_not_a_labeling_failure(ros_context):
 
     node.publish_labels = publish_during_shutdown
     try:
-        node._dirty = True  # purification is due
+        node.online.purify_due = lambda waiting=0: True  # purification is due
         assert started.wait(timeout=10), "the worker never purified"
         rclpy.shutdown(context=ros_context)
         node.worker.join(timeout=10)
         assert not node.worker.is_alive(), "the worker kept running after the context shut down"
-        assert node.counters.errors == 0, "the interrupted purification was counted as a labeling failure"
+        assert node.report.counters.errors == 0, "the interrupted purification was counted as a labeling failure"
     finally:
         node.destroy_node()

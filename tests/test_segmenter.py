@@ -25,9 +25,14 @@ def frames(scan):
 @pytest.fixture(scope="module")
 def segmenter(frames):
     config = SegmenterConfig.from_dict(
-        {"purification": "geometric", "scene": {"voxel_size": 0.04}, "pooling": {"k": 16, "iterations": 4}}
+        {
+            "purification": "geometric",
+            "scene": {"voxel_size": 0.04},
+            "pooling": {"k": 16, "iterations": 4},
+            "encoders": {"dense": "noisy_oracle"},
+        }
     )
-    segmenter = SceneSegmenter(config, class_names=SCANNET20_CLASSES)
+    segmenter = SceneSegmenter(config)
     for frame in frames:
         segmenter.add_frame(frame, keyframe=True)
     return segmenter
@@ -106,9 +111,14 @@ def test_student_purifications_run_the_shipped_student(frames):
     operators = {}
     for mode in ("student", "student_geometric"):
         config = SegmenterConfig.from_dict(
-            {"purification": mode, "scene": {"voxel_size": 0.05}, "pooling": {"k": 16, "iterations": 4}}
+            {
+                "purification": mode,
+                "scene": {"voxel_size": 0.05},
+                "pooling": {"k": 16, "iterations": 4},
+                "encoders": {"dense": "noisy_oracle"},
+            }
         )
-        segmenter = SceneSegmenter(config, class_names=SCANNET20_CLASSES)
+        segmenter = SceneSegmenter(config)
         for frame in frames[:3]:
             segmenter.add_frame(frame)
         labeling = segmenter.label(["wall", "floor", "table"])
@@ -146,9 +156,10 @@ def test_a_broken_student_file_is_read_once_until_it_changes(frames, tmp_path, m
             "student_checkpoint": str(path),
             "scene": {"voxel_size": 0.05},
             "pooling": {"k": 16, "iterations": 4},
+            "encoders": {"dense": "noisy_oracle"},
         }
     )
-    segmenter = SceneSegmenter(config, class_names=SCANNET20_CLASSES)
+    segmenter = SceneSegmenter(config)
     segmenter.add_frame(frames[0])
     errors = []
     for _ in range(3):
@@ -165,9 +176,9 @@ def test_the_encoder_prompt_setting_reaches_labels_and_queries():
     from ovseg3d_core.encoders.minilm import MiniLMTextEncoder
 
     config = SegmenterConfig.from_dict(
-        {"encoders": {"prompts": {"template": "a photo of a {}"}}, "vocabulary": ["sofa"]}
+        {"encoders": {"dense": "noisy_oracle", "prompts": {"template": "a photo of a {}"}}, "vocabulary": ["sofa"]}
     )
-    segmenter = SceneSegmenter(config, class_names=SCANNET20_CLASSES)
+    segmenter = SceneSegmenter(config)
     expected = MiniLMTextEncoder().encode(["a photo of a sofa"])
     np.testing.assert_allclose(segmenter.labeler.text_embeddings, expected, atol=1e-6)
     oracle_space = segmenter.feature_source.class_embeddings[SCANNET20_CLASSES.index("sofa")]

@@ -100,7 +100,7 @@ class RedwoodSequence:
             raise IndexError(f"frame index {index} out of range for {len(self)} frames")
         index %= len(self)
         depth_name, color_name = self.pairs[index]
-        frame = RGBDFrame(
+        return RGBDFrame(
             color=read_color(self.root / color_name),
             depth=depth_mm_to_metres(read_depth_u16(self.root / depth_name), invalid=None),
             intrinsics=self.intrinsics,
@@ -108,7 +108,6 @@ class RedwoodSequence:
             stamp=index / REDWOOD_FPS,
             name=Path(color_name).stem,
         )
-        return frame.validate()
 
     def __iter__(self) -> Iterator[RGBDFrame]:
         for index in range(len(self)):

@@ -55,7 +55,7 @@ class SevenScenes:
         index %= len(self)
         name = self.frame_names[index]
         base = self.root / name
-        frame = RGBDFrame(
+        return RGBDFrame(
             color=read_color(base.with_name(f"{name}.color.jpg")),
             depth=depth_mm_to_metres(read_depth_u16(base.with_name(f"{name}.depth.png")), invalid=65535),
             intrinsics=self.intrinsics,
@@ -63,7 +63,6 @@ class SevenScenes:
             stamp=index / SEVENSCENES_FPS,
             name=name,
         )
-        return frame.validate()
 
     def __iter__(self) -> Iterator[RGBDFrame]:
         for index in range(len(self)):

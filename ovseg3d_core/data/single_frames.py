@@ -75,7 +75,7 @@ def read_pgm16(path: Path) -> np.ndarray:
 
 
 def _frame(color: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics, name: str) -> RGBDFrame:
-    return RGBDFrame(color=color, depth=depth, intrinsics=intrinsics, pose=np.eye(4), name=name).validate()
+    return RGBDFrame(color=color, depth=depth, intrinsics=intrinsics, pose=np.eye(4), name=name)
 
 
 def _folder(root: Path | None) -> Path:

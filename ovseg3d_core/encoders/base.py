@@ -147,5 +147,6 @@ class FrameFeatureSource(Protocol):
     """What lifting consumes: one posed frame -> its :class:`FrameFeatures` (OpenCLIP or the noisy oracle)."""
 
     dim: int
+    description: str  # names the source in every log line and report (the noisy oracle says it is one)
 
     def extract_frame(self, frame: RGBDFrame, view_index: int = 0) -> FrameFeatures: ...

@@ -2,7 +2,8 @@
 
 Plain ``transformers.AutoModel`` + attention-masked mean pooling + L2 normalisation reproduces
 sentence-transformers exactly, so that library is not needed at run time. Everything loads from
-local files (``local_files_only``, and the package forces ``HF_HUB_OFFLINE=1``).
+local files: ``local_files_only`` on each call keeps transformers off the hub without touching
+any process-wide setting (robots have no internet, and the host's own settings stay as they are).
 """
 
 from __future__ import annotations

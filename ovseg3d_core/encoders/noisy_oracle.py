@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from ovseg3d_core.config import Config, ConfigError, setting
+from ovseg3d_core.data.scannet import SCANNET20_CLASSES
 from ovseg3d_core.encoders.base import EncoderError, FrameFeatures, TextEncoder, check_texts, l2_normalise
 from ovseg3d_core.frame import RGBDFrame
 
@@ -36,6 +37,9 @@ NO_FEATURE = -1
 
 @dataclass
 class NoisyOracleConfig(Config):
+    class_names: list[str] = setting(
+        list(SCANNET20_CLASSES), "class names indexed by the ground-truth label image's ids (ScanNet20 order)"
+    )
     confusion_rate: float = setting(0.15, "probability that a segment is emitted as another class", low=0.0, high=1.0)
     confusion_temperature: float = setting(
         0.05, "softmax temperature over text cosine picking the confused class (lower = closer classes)", low=1e-3
@@ -104,6 +108,8 @@ class OracleView(FrameFeatures):
 class NoisyOracle:
     """Ground-truth class-id image -> corrupted per-pixel text-space features (the noisy oracle)."""
 
+    frame_inputs = ("labels",)  # RGBDFrame.labels: the rendered ground truth, which no camera publishes
+
     def __init__(
         self,
         class_names: Sequence[str],
@@ -117,6 +123,11 @@ class NoisyOracle:
         self.class_embeddings = l2_normalise(text_encoder.encode(self.class_names))
         self.dim = int(self.class_embeddings.shape[1])
         self.confusion_probabilities = self._confusion_probabilities()
+        cfg = self.config
+        self.description = (
+            f"noisy oracle, a benchmark instrument (confusion {cfg.confusion_rate:g}, miss {cfg.miss_rate:g}, "
+            f"bleed {cfg.bleed_rate:g}, noise {cfg.segment_noise:g}/{cfg.pixel_noise:g}, seed {cfg.seed})"
+        )
         LOG.info(
             "noisy oracle: %d classes, confusion %.2f, miss %.2f, bleed %.2f x %d px, noise %.2f/%.2f",
             len(self.class_names),

@@ -14,6 +14,7 @@ its output is never a vision-language result.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import numpy as np
 
 import ovseg3d_core.encoders.torchvision_compat  # noqa: F401  (before open_clip imports torchvision)
 from ovseg3d_core.config import Config, setting
+from ovseg3d_core.encoders import hub_offline
 from ovseg3d_core.encoders.base import (
     CachedTextEncoder,
     EncoderError,
@@ -38,10 +40,11 @@ LOG = logging.getLogger(__name__)
 
 @dataclass
 class OpenCLIPConfig(Config):
-    architecture: str = setting("ViT-B-16", "open_clip model name (a local architecture config, not a hub tag)")
-    checkpoint: str = setting("", "local weights file (.pt/.bin/.safetensors) for the architecture; required")
+    architecture: str = setting(
+        "ViT-B-16", "open_clip model name (`ovseg3d-models list`) or the path of a model-config .json; not a hub tag"
+    )
     allow_random_weights: bool = setting(
-        False, "build a randomly initialised model when checkpoint is empty (tests and timing only, never results)"
+        False, "build a randomly initialised model when no checkpoint is given (tests and timing only, never results)"
     )
     random_seed: int = setting(0, "seed of the random initialisation when allow_random_weights is used", low=0)
     device: str = setting("cpu", "torch device, e.g. cpu or cuda")
@@ -52,34 +55,75 @@ class OpenCLIPConfig(Config):
     cache_size: int = setting(8192, "text embeddings kept in the LRU cache of the text encoder", low=0)
 
 
-def load_openclip_model(config: OpenCLIPConfig) -> Any:
-    """Build the open_clip model in eval mode from ``config.checkpoint`` (or random, if allowed)."""
+def resolve_architecture(architecture: str) -> str:
+    """The open_clip model name for ``architecture``: a known name, or a model-config .json registered here.
+
+    A robot running a fine-tuned or custom ViT ships its architecture as open_clip's JSON config
+    beside the weights; registering it makes it a name like any built-in one.
+    """
+    import open_clip
+
+    if architecture.endswith(".json"):
+        path = Path(architecture).expanduser()
+        if not path.is_file():
+            raise EncoderError(f"OpenCLIP architecture config {path} does not exist")
+        try:
+            json.loads(path.read_text())  # open_clip keeps a registered file and rescans it on every later add
+            open_clip.add_model_config(path)
+        except Exception as exc:  # json and open_clip raise several types for a malformed file
+            raise EncoderError(f"OpenCLIP architecture config {path} is not usable: {exc}") from exc
+        architecture = path.stem
+    if architecture not in open_clip.list_models():
+        raise EncoderError(
+            f"unknown open_clip architecture {architecture!r} (hub tags are not used; `ovseg3d-models list` "
+            "shows the known names)"
+        )
+    return architecture
+
+
+def load_openclip_model(config: OpenCLIPConfig, checkpoint: str | Path | None = None) -> Any:
+    """Build the open_clip model in eval mode from the local ``checkpoint`` file (or random, if allowed).
+
+    Raises :class:`WeightsNotFoundError` naming the file and the reason when it is missing,
+    unreadable or holds weights of another architecture.
+    """
     import open_clip
     import torch
 
-    if config.architecture not in open_clip.list_models():
-        raise EncoderError(f"unknown open_clip architecture {config.architecture!r} (hub tags are not used)")
-    if not config.checkpoint and not config.allow_random_weights:
+    architecture = resolve_architecture(config.architecture)
+    if not checkpoint and not config.allow_random_weights:
         raise WeightsNotFoundError(
             f"OpenCLIP {config.architecture} needs a local checkpoint file: set checkpoint to its path "
             "(allow_random_weights is only for tests and timing)"
         )
-    path = Path(config.checkpoint).expanduser() if config.checkpoint else None
+    path = Path(checkpoint).expanduser() if checkpoint else None
     if path is not None and not path.is_file():
         raise WeightsNotFoundError(f"OpenCLIP checkpoint {path} does not exist")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.random_seed)
-        model = open_clip.create_model(config.architecture, pretrained=None, device="cpu")
+        with hub_offline():  # a Hugging Face text tower or tokenizer would otherwise stall ~45 s offline
+            model = open_clip.create_model(architecture, pretrained=None, device="cpu")
     if path is not None:
         try:
             open_clip.load_checkpoint(model, str(path))
         except Exception as exc:  # torch.load / state-dict mismatch errors have many types
             raise WeightsNotFoundError(
-                f"OpenCLIP checkpoint {path} is not usable for {config.architecture}: {exc}"
+                f"OpenCLIP checkpoint {path} is not usable for {config.architecture}: {_first_line(exc)}"
             ) from exc
     else:
         LOG.warning("OpenCLIP %s uses RANDOM weights (timing/test only, not a VLM)", config.architecture)
     return model.to(config.device).eval()
+
+
+def _first_line(error: Exception, limit: int = 300) -> str:
+    """A state-dict mismatch lists hundreds of keys; a log line and a parameter reply need the gist.
+
+    That is the error's first line and its first detail (e.g. the first "size mismatch for ..."),
+    which says that the file holds another architecture.
+    """
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    line = f"{type(error).__name__}: {' '.join(lines[:2])}"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -97,14 +141,17 @@ def _window_starts(length: int, window: int, stride: int) -> list[int]:
 class OpenCLIPDenseExtractor:
     """RGB image -> (H/p')x(W/p')xD MaskCLIP patch features in the OpenCLIP text space."""
 
-    def __init__(self, config: OpenCLIPConfig | None = None, model: Any = None) -> None:
+    def __init__(
+        self, config: OpenCLIPConfig | None = None, model: Any = None, checkpoint: str | Path | None = None
+    ) -> None:
         import open_clip
         import torch
 
         self.config = config or OpenCLIPConfig()
-        self.model = model if model is not None else load_openclip_model(self.config)
+        self.model = model if model is not None else load_openclip_model(self.config, checkpoint)
         visual = self.model.visual
-        if getattr(visual, "attn_pool", None) is not None or not hasattr(visual, "conv1") or visual.proj is None:
+        proj = getattr(visual, "proj", None)  # a ModifiedResNet has conv1 but no proj attribute
+        if getattr(visual, "attn_pool", None) is not None or not hasattr(visual, "conv1") or proj is None:
             raise EncoderError(f"{self.config.architecture}: MaskCLIP features need a plain ViT with a projection")
         last = visual.transformer.resblocks[-1]
         if not isinstance(getattr(last, "attn", None), torch.nn.MultiheadAttention):
@@ -121,6 +168,8 @@ class OpenCLIPDenseExtractor:
         self._std = torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1)
         self._device = device
         self.dim = int(visual.proj.shape[1])
+        weights = Path(checkpoint).name if checkpoint else "RANDOM weights" if model is None else "given model"
+        self.description = f"openclip {self.config.architecture} ({weights})"
 
     def resized_shape(self, height: int, width: int) -> tuple[int, int]:
         """Model-side image size: short side at ``short_side`` (at least one window), both sides on the patch grid."""
@@ -219,14 +268,17 @@ class OpenCLIPDenseExtractor:
 class OpenCLIPTextEncoder(CachedTextEncoder):
     """Raw text -> unit vectors from the OpenCLIP text tower; wrap in ``PromptedTextEncoder`` for prompts."""
 
-    def __init__(self, config: OpenCLIPConfig | None = None, model: Any = None) -> None:
+    def __init__(
+        self, config: OpenCLIPConfig | None = None, model: Any = None, checkpoint: str | Path | None = None
+    ) -> None:
         import open_clip
         import torch
 
         self.config = config or OpenCLIPConfig()
         super().__init__(self.config.cache_size)
-        self.model = model if model is not None else load_openclip_model(self.config)
-        self._tokenizer = open_clip.get_tokenizer(self.config.architecture)
+        self.model = model if model is not None else load_openclip_model(self.config, checkpoint)
+        with hub_offline():
+            self._tokenizer = open_clip.get_tokenizer(resolve_architecture(self.config.architecture))
         self._torch = torch
         self._device = next(self.model.parameters()).device
         self.dim = int(self.model.visual.output_dim)  # CLIP's image and text towers share the embedding size

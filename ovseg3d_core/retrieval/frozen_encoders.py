@@ -58,7 +58,8 @@ class FrozenEncoderConfig(Config):
         "efficientnet_lite0", "frozen view encoder", choices=("efficientnet_lite0", "openclip")
     )
     text_backbone: str = setting("minilm", "frozen text encoder", choices=("minilm", "openclip"))
-    openclip: OpenCLIPConfig = setting(OpenCLIPConfig(), "OpenCLIP towers (local checkpoint) when a backbone uses them")
+    openclip: OpenCLIPConfig = setting(OpenCLIPConfig(), "OpenCLIP towers when a backbone uses them")
+    openclip_checkpoint: str = setting("", "local OpenCLIP weights file, required when a backbone is openclip")
 
 
 def default_pointnet_path(classifier: bool = False) -> Path:
@@ -266,7 +267,9 @@ class OpenCLIPViewEncoder:
         from ovseg3d_core.encoders.openclip import load_openclip_model
 
         self.config = config or FrozenEncoderConfig()
-        self.model = model if model is not None else load_openclip_model(self.config.openclip)
+        self.model = (
+            model if model is not None else load_openclip_model(self.config.openclip, self.config.openclip_checkpoint)
+        )
         preprocess = open_clip.get_model_preprocess_cfg(self.model)
         size = self.model.visual.image_size
         self._size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
@@ -304,7 +307,7 @@ def make_text_encoder(config: FrozenEncoderConfig, openclip_model=None):
     if config.text_backbone == "openclip":
         from ovseg3d_core.encoders.openclip import OpenCLIPTextEncoder
 
-        return OpenCLIPTextEncoder(config.openclip, openclip_model)
+        return OpenCLIPTextEncoder(config.openclip, openclip_model, config.openclip_checkpoint)
     from ovseg3d_core.encoders.minilm import MiniLMTextEncoder
 
     return MiniLMTextEncoder()
@@ -316,5 +319,5 @@ def make_encoders(config: FrozenEncoderConfig) -> tuple[object, object]:
     if config.view_backbone == "openclip" and config.text_backbone == "openclip":
         from ovseg3d_core.encoders.openclip import load_openclip_model
 
-        shared = load_openclip_model(config.openclip)
+        shared = load_openclip_model(config.openclip, config.openclip_checkpoint)
     return make_view_encoder(config, shared), make_text_encoder(config, shared)

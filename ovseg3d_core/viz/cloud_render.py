@@ -37,6 +37,16 @@ def label_palette(num_classes: int) -> np.ndarray:
     return np.vstack([colors, UNLABELED_COLOR])
 
 
+def score_colors(scores: np.ndarray) -> np.ndarray:
+    """N x 3 uint8 inferno colours of scores scaled over their own range (dark = weakest match)."""
+    import matplotlib
+
+    if len(scores) == 0:
+        return np.zeros((0, 3), np.uint8)
+    scaled = (scores - scores.min()) / max(float(scores.max() - scores.min()), 1e-6)
+    return (matplotlib.colormaps["inferno"](scaled)[:, :3] * 255).astype(np.uint8)
+
+
 def rasterize(
     positions: np.ndarray,
     colors: np.ndarray,

@@ -10,6 +10,7 @@ from ovseg3d_ros.conversions.image import (
     labels_to_image,
     rgb_to_image,
 )
+from ovseg3d_ros.conversions.legend import legend_to_msg
 from ovseg3d_ros.conversions.pointcloud2 import (
     LabeledCloud,
     cloud_to_structured,
@@ -50,6 +51,7 @@ __all__ = [
     "intrinsics_to_camera_info",
     "labeled_cloud_to_msg",
     "labels_to_image",
+    "legend_to_msg",
     "matrix_to_pose",
     "matrix_to_pose_stamped",
     "nanoseconds_to_stamp",
