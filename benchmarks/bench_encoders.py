@@ -122,7 +122,8 @@ def bench_oracle(n_views: int, repeats: int) -> dict:
     from ovseg3d_core.data.scannet import load_scannet_scan
 
     scan = load_scannet_scan()
-    frames = render_views(scan, scan.scannet20_ids, generate_trajectory(scan, n_views, seed=0), progress=True)
+    poses = generate_trajectory(scan, n_views, seed=0)
+    frames = render_views(scan, scan.scannet20_ids, poses, progress=True, vertex_instances=scan.instance_ids)
     text = PromptedTextEncoder(MiniLMTextEncoder())
     rows = {}
     for stride in (4, 2):

@@ -14,7 +14,8 @@
 Threads are capped at 2 (torch, OpenMP) to match the 2-core target machine. Wall times are the
 headline; CPU times (``time.process_time``, summed over threads) are recorded beside them because
 on a shared machine wall time includes waiting for a core. Writes
-``benchmarks/results/scene.json`` and ``scene.md``.
+``benchmarks/results/scene.json`` and ``scene.md``; ``--quick`` writes ``scene_quick.*`` so a
+smoke run never overwrites the full results.
 """
 
 from __future__ import annotations
@@ -227,9 +228,10 @@ def main() -> None:
         "seconds": time.perf_counter() - started,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scene.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_markdown(results, args.out / "scene.md")
-    print((args.out / "scene.md").read_text())
+    stem = "scene_quick" if args.quick else "scene"
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, args.out / f"{stem}.md")
+    print((args.out / f"{stem}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ Timings on a 100k-voxel crop of the densely sampled mesh: student forward, opera
 + labeling for 20 classes through the logit path and the feature path (same run), a vocabulary
 change on the purified scene, and the one-off compile (or cache load) of the pooling kernels.
 Rendered views are cached under ``$OVSEG3D_CACHE`` (default ``.cache/``). Writes
-``benchmarks/results/segmentation.{json,md}`` and ``segmentation.png``.
+``benchmarks/results/segmentation.{json,md}`` and ``segmentation.png``; ``--quick`` writes
+``segmentation_quick.*`` so a smoke run never overwrites the full results.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class Views:
     poses: np.ndarray  # V x 4 x 4 camera-to-world
     depth_mm: np.ndarray  # V x H x W uint16
     labels: np.ndarray  # V x H x W uint8 ScanNet20 ids, 255 = none
+    instances: np.ndarray  # V x H x W int16 object ids, -1 = none (the oracle's per-object errors)
     intrinsics: CameraIntrinsics
 
     def depth(self, index: int) -> np.ndarray:
@@ -119,14 +121,15 @@ def load_views(scan: ScanNetScan, n_views: int, seed: int, waypoints: int) -> tu
     k = DEFAULT_RENDER_INTRINSICS
     if path.is_file():
         data = np.load(path)
-        return Views(data["poses"], data["depth_mm"], data["labels"], k), True
+        return Views(data["poses"], data["depth_mm"], data["labels"], data["instances"], k), True
     poses = generate_trajectory(scan, n_views, seed=seed, config=TrajectoryConfig(waypoints=waypoints))
-    frames = render_views(scan, scan.scannet20_ids, poses, progress=True)
+    frames = render_views(scan, scan.scannet20_ids, poses, progress=True, vertex_instances=scan.instance_ids)
     depth_mm = np.stack([f.depth_mm for f in frames])
     labels = np.stack([np.where(f.labels == IGNORE_INDEX, 255, f.labels).astype(np.uint8) for f in frames])
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, poses=poses, depth_mm=depth_mm, labels=labels)
-    return Views(poses, depth_mm, labels, k), False
+    instances = np.stack([f.instances.astype(np.int16) for f in frames])
+    np.savez_compressed(path, poses=poses, depth_mm=depth_mm, labels=labels, instances=instances)
+    return Views(poses, depth_mm, labels, instances, k), False
 
 
 @dataclass
@@ -172,7 +175,9 @@ def lift_views(
         scene.clear_features()
     seconds = [0.0] * len(targets)
     for index in tqdm(range(len(views.poses)), desc=progress, leave=False):
-        view = oracle.extract_labels(views.labels[index].astype(np.int64), view_index=index)
+        view = oracle.extract_labels(
+            views.labels[index].astype(np.int64), view_index=index, instances=views.instances[index].astype(np.int64)
+        )
         depth = views.depth(index)
         for t, (scene, lifter) in enumerate(targets):
             start = time.perf_counter()
@@ -562,7 +567,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             setting_rows, labels, features = evaluation.run_setting(text, noise, seed)
             rows += setting_rows
             if noise == "default" and seed == 0:
-                render_panel(evaluation, labels, args.out / "segmentation.png")
+                render_panel(evaluation, labels, args.out / f"{args.stem}.png")
     threads = [1] if args.quick else [1, 2]
     repeats = 1 if args.quick else 3
     timings = bench_timings(scan, voxels, features, text, args.timing_voxels, repeats, threads, args.students)
@@ -659,7 +664,7 @@ def write_markdown(result: dict[str, object], path: Path) -> None:
         "",
     ]
     lines += [f"- {line}" for line in result["targets"]]
-    lines += ["", "![top-down panel](segmentation.png)", ""]
+    lines += ["", f"![top-down panel]({path.stem}.png)", ""]
     path.write_text("\n".join(lines))
 
 
@@ -726,15 +731,16 @@ def main() -> None:
     args.views = args.views or (24 if args.quick else 80)
     args.students = sorted(CHECKPOINTS.glob("*.pt")) if args.students is None else args.students
     args.timing_voxels = args.timing_voxels or (20_000 if args.quick else 100_000)
+    args.stem = "segmentation_quick" if args.quick else "segmentation"
     result = run(args)
     result["summary"] = summarise(result)
     result["targets"] = targets(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "segmentation.json").write_text(json.dumps(result, indent=2))
-    write_markdown(result, args.out / "segmentation.md")
+    (args.out / f"{args.stem}.json").write_text(json.dumps(result, indent=2))
+    write_markdown(result, args.out / f"{args.stem}.md")
     source = "[2D source: noisy oracle, a benchmark instrument]"
     print("\n".join(f"{source} {line}" for line in result["targets"]))
-    print(f"{source} wrote {args.out / 'segmentation.json'} in {result['total_seconds']:.0f} s")
+    print(f"{source} wrote {args.out / f'{args.stem}.json'} in {result['total_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Without a checkpoint scene_node maps geometry only (README "Model weights").
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -28,6 +28,7 @@ ARGUMENTS = {
     "pose_topic": ("camera_pose", "PoseStamped world <- camera optical frame (preferred; TF serves frames it lacks)"),
     "points_topic": ("points", "optional PointCloud2 (x, y, z, rgb) in world_frame"),
     "semantic_topic": ("semantic/image", "ground-truth class ids, read only by the noisy_oracle backend"),
+    "instance_topic": ("instance/image", "ground-truth object ids, read only by the noisy_oracle's per-object errors"),
     "retrieval": ("true", "also start retrieval_node"),
 }
 
@@ -58,6 +59,7 @@ def generate_launch_description() -> LaunchDescription:
             ("camera_pose", config["pose_topic"]),
             ("points", config["points_topic"]),
             ("semantic/image", config["semantic_topic"]),
+            ("instance/image", config["instance_topic"]),
         ],
     )
     retrieval_node = Node(
@@ -74,8 +76,13 @@ def generate_launch_description() -> LaunchDescription:
                 DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in ARGUMENTS.items()
             ),
+            # The shipped large-message profile, unless the user chose one (as ovseg3d_ros.fastdds_profile does).
             SetEnvironmentVariable(
-                "FASTDDS_DEFAULT_PROFILES_FILE", PathJoinSubstitution([share, "config", "fastdds_profile.xml"])
+                "FASTDDS_DEFAULT_PROFILES_FILE",
+                EnvironmentVariable(
+                    "FASTDDS_DEFAULT_PROFILES_FILE",
+                    default_value=PathJoinSubstitution([share, "config", "fastdds_profile.xml"]),
+                ),
             ),
             scene_node,
             retrieval_node,

@@ -35,3 +35,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
 def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
     """``np.savez`` (uncompressed, no pickles needed to read it back) written atomically."""
     return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """UTF-8 ``text`` written atomically (reports that a reader may open while they are rewritten)."""
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))

@@ -15,8 +15,9 @@ class RGBDFrame:
     """A posed RGB-D frame.
 
     ``color`` is HxWx3 uint8 RGB, ``depth`` HxW float32 metres (0 = invalid), ``pose`` the 4x4
-    camera-to-world transform, ``labels`` an optional HxW class-id image aligned with depth
-    (rendered ground truth, used only by the noisy-oracle benchmark source). :attr:`depth_mm`
+    camera-to-world transform, ``labels`` and ``instances`` optional HxW class-id and object-id
+    images aligned with depth (rendered ground truth, read only by the noisy-oracle benchmark
+    instrument; ``instances`` < 0 where no object is). :attr:`depth_mm`
     is ``depth`` as the uint16 millimetre image a 16-bit depth sensor delivers.
     """
 
@@ -27,6 +28,7 @@ class RGBDFrame:
     stamp: float = 0.0
     labels: np.ndarray | None = None
     name: str = ""
+    instances: np.ndarray | None = None
 
     @property
     def depth_mm(self) -> np.ndarray:
@@ -60,7 +62,8 @@ class RGBDFrame:
             raise GeometryError(f"depth shape {self.depth.shape} does not match intrinsics {w}x{h}")
         if self.color.shape != (h, w, 3) or self.color.dtype != np.uint8:
             raise GeometryError(f"colour must be {h}x{w}x3 uint8, got {self.color.shape} {self.color.dtype}")
-        if self.labels is not None and self.labels.shape != (h, w):
-            raise GeometryError(f"label image shape {self.labels.shape} does not match depth {(h, w)}")
+        for what, image in (("label", self.labels), ("instance", self.instances)):
+            if image is not None and np.shape(image) != (h, w):
+                raise GeometryError(f"{what} image shape {np.shape(image)} does not match depth {(h, w)}")
         self.pose = validate_pose(self.pose)
         return self

@@ -15,7 +15,6 @@ says why nothing can be labeled, and :meth:`set_encoders` attaches a model later
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ from ovseg3d_core.paths import student_checkpoint
 from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingConfig, PoolingOperator, warm_up
 from ovseg3d_core.scene import SceneConfig, SceneMap
 
-LOG = logging.getLogger(__name__)
 PURIFICATION_MODES = ("student_geometric", "student", "geometric", "none")
 
 
@@ -134,8 +132,6 @@ class SceneSegmenter:
             self.lifter.set_agreement_classes(models.agreement)
         self._purified_version = None
         self.last_purify = None
-        if missing:
-            LOG.warning(missing)
 
     def _build_models(self, encoders: EncoderConfig) -> _Models:
         model = load_shared_model(encoders)
@@ -259,6 +255,14 @@ class SceneSegmenter:
                 operator = pooling.from_embeddings_and_geometry(positions, embeddings, colors, normals)
         timings["pooling_ms"] = (time.perf_counter() - start) * 1e3
         return operator, timings
+
+    def set_purification(self, mode: str) -> None:
+        """Switch the purification mode; the lifted features stay, the next :meth:`purify` rebuilds the operator.
+
+        An evaluation compares modes on one lifted map this way instead of lifting it once per mode.
+        """
+        self.config = self.config.replace(purification=mode)  # validated: an unknown mode raises ConfigError
+        self._purified_version = None
 
     def purify(self, force: bool = False) -> PurifyReport:
         """Rebuild the labeler's scene (features + pooling operator) if the map changed."""

@@ -29,12 +29,14 @@ TOPIC_DEPTH = "/depth/image"
 TOPIC_CAMERA_INFO = "/rgb/camera_info"
 TOPIC_POSE = "/camera_pose"
 TOPIC_SEMANTIC = "/semantic/image"
+TOPIC_INSTANCE = "/instance/image"
 TOPIC_TYPES = {
     TOPIC_CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
     TOPIC_RGB: "sensor_msgs/msg/Image",
     TOPIC_DEPTH: "sensor_msgs/msg/Image",
     TOPIC_POSE: "geometry_msgs/msg/PoseStamped",
     TOPIC_SEMANTIC: "sensor_msgs/msg/Image",
+    TOPIC_INSTANCE: "sensor_msgs/msg/Image",
 }
 DATASETS = ("7scenes", "redwood", "scannet")
 STORAGE_FORMATS = ("mcap", "sqlite3")
@@ -84,13 +86,13 @@ def dataset_frames(
 
 
 def _scannet_views(frames: int, root: Path | None, seed: int) -> Iterator[RGBDFrame]:
-    """Views along a walk through the labeled ScanNet mesh, with ScanNet20 class-id images."""
-    from ovseg3d_core.data.rendering import MeshRaycaster, generate_trajectory
+    """Views that cover the labeled ScanNet mesh, with ScanNet20 class-id and instance-id images."""
+    from ovseg3d_core.data.rendering import MeshRaycaster, generate_coverage_trajectory
     from ovseg3d_core.data.scannet import load_scannet_scan
 
     scan = load_scannet_scan(root)
-    raycaster = MeshRaycaster(scan, scan.scannet20_ids)
-    for index, pose in enumerate(generate_trajectory(raycaster, frames, seed=seed)):
+    raycaster = MeshRaycaster(scan, scan.scannet20_ids, scan.instance_ids)
+    for index, pose in enumerate(generate_coverage_trajectory(raycaster, frames, seed=seed)):
         yield raycaster.render(pose, name=f"{scan.name}-view-{index:04d}", stamp=index / RENDERED_VIEW_HZ)
 
 
@@ -100,6 +102,7 @@ def frame_messages(frame: RGBDFrame, stamp_ns: int, camera_frame: str, world_fra
 
     from ovseg3d_ros.conversions import (
         depth_to_image,
+        instances_to_image,
         intrinsics_to_camera_info,
         labels_to_image,
         matrix_to_pose_stamped,
@@ -117,6 +120,8 @@ def frame_messages(frame: RGBDFrame, stamp_ns: int, camera_frame: str, world_fra
     ]
     if frame.labels is not None:
         messages.append((TOPIC_SEMANTIC, labels_to_image(frame.labels, camera)))
+    if frame.instances is not None:
+        messages.append((TOPIC_INSTANCE, instances_to_image(frame.instances, camera)))
     return messages
 
 

@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
-from ovseg3d_ros.conversions import camera_info_to_intrinsics, image_to_depth, image_to_labels, image_to_rgb
+from ovseg3d_ros.conversions import (
+    camera_info_to_intrinsics,
+    image_to_depth,
+    image_to_instances,
+    image_to_labels,
+    image_to_rgb,
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,14 @@ EXTRA_INPUTS = {
         "semantic/image",
         lambda msg: image_to_labels(msg).astype(np.int64),
         "the noisy oracle (a benchmark instrument) reads it: 16UC1 class ids aligned with depth",
-    )
+    ),
+    "instances": FrameInput(
+        "instances",
+        Image,
+        "instance/image",
+        image_to_instances,
+        "the noisy oracle's per-object errors read it: 16UC1 object id + 1 (0 = none), aligned with depth",
+    ),
 }
 
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ovseg3d_ros.approximate_sync import ApproximateTimeSynchronizer
 from ovseg3d_ros.frame_inputs import silent_input_hints
 from ovseg3d_ros.input_monitor import silent_topics
 
@@ -55,11 +54,14 @@ class NodeReporter:
             self._warned[key] = now
             (self.logger.error if error else self.logger.warning)(message)
 
-    def failure(self, key: str, what: str, error: Exception) -> str:
-        """Log that ``what`` failed and why (rate-limited); bad input is a warning, anything else a counted error."""
+    def failure(self, key: str, what: str, error: Exception, error_level: bool = False) -> str:
+        """Log that ``what`` failed and why (rate-limited); bad input is a warning, anything else a counted error.
+
+        ``error_level`` logs bad input as an error too (a setting the operator must fix, not a stray message).
+        """
         if isinstance(error, INPUT_ERRORS):
             message = f"{what}: {error}"
-            self.warn(key, message)
+            self.warn(key, message, error=error_level)
         else:
             self.counters.errors += 1
             message = f"{what}: {type(error).__name__}: {error}"
@@ -90,8 +92,6 @@ class NodeReporter:
         """The periodic status line, and a warning naming inputs that stayed silent while others arrived."""
         counts = sync.monitor.take_counts()
         arrivals = ", ".join(f"{topic} {count}" for topic, count in counts.items())
-        if isinstance(sync, ApproximateTimeSynchronizer):  # message_filters' keeps no counts
-            arrivals += f"; synchroniser matched {sync.matched}, dropped {sync.dropped}"
         c = self.counters
         self.info(
             f"inputs in the last {period_s:g} s: {arrivals}; frames {c.frames} (keyframes {c.keyframes}, "

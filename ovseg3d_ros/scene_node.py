@@ -71,8 +71,13 @@ class SceneNode(Node):
         self.worker: threading.Thread | None = None
         self.config = cfg = declare_config(self, SceneNodeConfig)
         self.config_parameters = {spec.name for spec in SceneNodeConfig.parameters()}
-        self.online = OnlineSegmenter(cfg)
+        # The checkpoint loads after start-up so that an unusable file leaves a mapping node, as at runtime.
+        checkpoint = cfg.segmenter.encoders.checkpoint
+        encoders = cfg.segmenter.encoders.replace(checkpoint="")
+        self.online = OnlineSegmenter(cfg.replace(segmenter=cfg.segmenter.replace(encoders=encoders)))
         self.report = NodeReporter(self.get_logger(), lambda: self.online.segmenter.source_name)
+        if checkpoint:
+            self._load_checkpoint(checkpoint)
         self.queue: DroppingQueue[tuple[dict, Header]] = DroppingQueue(
             cfg.queue_size, order=lambda item: stamp_to_nanoseconds(item[1].stamp)
         )
@@ -112,6 +117,17 @@ class SceneNode(Node):
         )
         if not self.online.segmenter.has_model:
             self.report.error(f"{self.online.labels_unavailable()}; publishing geometry in camera colours")
+
+    def _load_checkpoint(self, path: str) -> str | None:
+        """Attach the 2D model in ``path``; None on success, else the logged reason (the node keeps mapping)."""
+        try:
+            source = self.online.set_checkpoint(path)
+        except Exception as error:
+            return self.report.failure(
+                "checkpoint", f"{CHECKPOINT_PARAMETER} {path!r} not loaded", error, error_level=True
+            )
+        self.report.info(f"{CHECKPOINT_PARAMETER} = {path!r}: features now from {source}")
+        return None
 
     # ----------------------------------------------------------------- inputs
     def _on_pose(self, msg: PoseStamped) -> None:
@@ -255,12 +271,9 @@ class SceneNode(Node):
             return SetParametersResult(successful=False, reason=reason)
         for parameter in parameters:
             if parameter.name == CHECKPOINT_PARAMETER:
-                try:
-                    source = self.online.set_checkpoint(str(parameter.value))
-                except Exception as error:
-                    reason = self.report.failure("checkpoint", "checkpoint", error)
+                reason = self._load_checkpoint(str(parameter.value))
+                if reason is not None:
                     return SetParametersResult(successful=False, reason=reason)
-                self.report.info(f"{CHECKPOINT_PARAMETER} = {parameter.value!r}: features now from {source}")
         return SetParametersResult(successful=True)
 
     def _log_status(self) -> None:

@@ -27,9 +27,14 @@ def test_short_demo_writes_its_outputs(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["backend"].startswith("noisy oracle") and summary["frames"] == 6
     assert 0 < summary["frames_integrated"] <= 6
+    segmentation = summary["segmentation"]
     for name in ("raw", "purified"):
-        scores = summary["segmentation"][name]
+        scores = segmentation[name]
         assert 0.0 < scores["miou"] <= 1.0 and 0.0 < scores["macc"] <= 1.0
+        assert scores["rule"] == segmentation["rule"]
+    # One scan, every labelled vertex scored: 6 views leave part of the scan unseen, and those vertices are misses.
+    assert segmentation["rule"].startswith("scannet-official: classes with non-zero union")
+    assert 0 < segmentation["unobserved_vertices"] < segmentation["labelled_vertices"]
     assert summary["segmentation"]["voxels"] == summary["labeled_voxels"] > 1000
     assert len(summary["retrieval"]["shape_ids"]) == 5
     assert summary["retrieval"]["scores"] == sorted(summary["retrieval"]["scores"], reverse=True)

@@ -1,68 +1,135 @@
-"""Launch files, the parameter YAML and the RViz config declare what the nodes really accept."""
+"""The launch files run for real: `ros2 launch` starts the nodes with their arguments, the ros2 CLI inspects them.
+
+The set-up registers the package in the venv's ament index (launch files, config, node launchers
+under ``.venv/share`` and ``.venv/lib``), so ``ros2 launch ovseg3d_ros ...`` resolves as it does
+in a colcon install. ``ros2 launch`` runs in its own session and is stopped with SIGINT (SIGTERM
+would leave its nodes running); the CLI runs without the daemon, which races discovery.
+"""
 
 from __future__ import annotations
 
-import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-import launch_standins
 from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.ros
 
-
-def load_launch(name: str, monkeypatch):
-    launch_standins.install(monkeypatch)
-    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), REPO_ROOT / "launch" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.generate_launch_description()
-
-
-def entities(description, kind: str) -> list:
-    return [entity for entity in description.args[0] if type(entity).__name__ == kind]
+VENV = Path(sys.prefix)
+SHARE = VENV / "share" / "ovseg3d_ros"
+PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+# Without the daemon each command discovers the graph itself: 5 s of spinning finds the nodes even on a busy machine.
+CLI = ("--no-daemon", "--spin-time", "5")
+# What each RViz display class shows; a display of another class with a topic fails the RViz test.
+RVIZ_TOPIC_TYPES = {"rviz_default_plugins/PointCloud2": "sensor_msgs/msg/PointCloud2"}
 
 
-def node_parameter_names() -> set[str]:
-    from ovseg3d_ros.scene_node import SceneNodeConfig
-
-    return {spec.name for spec in SceneNodeConfig.parameters()}
-
-
-def test_main_launch_declares_nodes_parameters_and_remappings(monkeypatch):
-    description = load_launch("ovseg3d.launch.py", monkeypatch)
-    arguments = {a.args[0]: a.kwargs.get("default_value") for a in entities(description, "DeclareLaunchArgument")}
-    assert {"world_frame", "backend", "checkpoint", "params_file", "rgb_topic", "depth_topic"} <= set(arguments)
-    assert arguments["backend"] == "openclip" and arguments["checkpoint"] == "" and arguments["world_frame"] == "map"
-
-    nodes = {n.kwargs["name"]: n.kwargs for n in entities(description, "Node")}
-    assert set(nodes) == {"scene_node", "retrieval_node"}
-    scene = nodes["scene_node"]
-    assert scene["package"] == "ovseg3d_ros" and scene["executable"] == "scene_node"
-    remapped = {source for source, _ in scene["remappings"]}
-    assert remapped == {"rgb/image", "depth/image", "rgb/camera_info", "camera_pose", "points", "semantic/image"}
-    overrides = scene["parameters"][1]
-    assert set(overrides) <= node_parameter_names(), set(overrides) - node_parameter_names()
-    assert overrides["world_frame"].args == ("world_frame",)
-    assert overrides["segmenter.encoders.checkpoint"].args == ("checkpoint",)
-    assert overrides["segmenter.encoders.dense"].args == ("backend",)
-
-    (environment,) = entities(description, "SetEnvironmentVariable")
-    assert environment.args[0] == "FASTDDS_DEFAULT_PROFILES_FILE"
-    assert environment.args[1].args[0][1:] == ["config", "fastdds_profile.xml"]
+def tools_env(**overrides: str) -> dict[str, str]:
+    """The environment of `ros2`: the venv's ament index and executables first, unbuffered node output."""
+    env = dict(os.environ, AMENT_PREFIX_PATH=str(VENV), PATH=f"{VENV / 'bin'}:{os.environ['PATH']}")
+    env.update(PYTHONUNBUFFERED="1", **overrides)
+    return env
 
 
-def test_rosbag_demo_launch_includes_the_main_launch_and_plays_the_bag(monkeypatch):
-    description = load_launch("rosbag_demo.launch.py", monkeypatch)
-    (include,) = entities(description, "IncludeLaunchDescription")
-    assert include.args[0].args[0].args[0][1:] == ["launch", "ovseg3d.launch.py"]
-    nodes = {n.kwargs["name"]: n.kwargs for n in entities(description, "Node")}
-    player = nodes["bag_player"]
-    assert player["executable"] == "ovseg3d-bag" and player["arguments"][0] == "play"
-    assert "--loop" in player["arguments"]
-    assert nodes["rviz"]["arguments"][1].args[0][1:] == ["config", "ovseg3d.rviz"]
+class Launched:
+    """A running `ros2 launch` and its log."""
+
+    def __init__(self, process: subprocess.Popen, log: Path) -> None:
+        self.process, self.log = process, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        """The first match of ``pattern`` in the log, waiting up to ``timeout`` seconds (fails if launch exits)."""
+        deadline = time.monotonic() + timeout
+        while (found := re.search(pattern, self.output())) is None:
+            assert time.monotonic() < deadline, f"no {pattern!r} within {timeout:.0f} s:\n{self.output()[-4000:]}"
+            assert self.process.poll() is None, f"ros2 launch exited:\n{self.output()[-4000:]}"
+            time.sleep(0.2)
+        return found
+
+    def pid_of(self, node: str) -> int:
+        return int(self.wait_for(rf"\[{node}-\d+\]: process started with pid \[(\d+)\]", 30)[1])
+
+
+@contextmanager
+def ros2_launch(
+    tmp_path: Path,
+    launch_file: str,
+    *arguments: str,
+    unset: tuple[str, ...] = (),
+    died: tuple[str, ...] = (),
+    **env: str,
+) -> Iterator[Launched]:
+    """`ros2 launch ovseg3d_ros <launch_file> <arguments>` (``env`` set, ``unset`` removed); on exit SIGINT,
+    which must stop every node cleanly but the ``died`` ones."""
+    log = tmp_path / f"{launch_file}.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [str(VENV / "bin" / "ros2"), "launch", "ovseg3d_ros", launch_file, *arguments],
+            env={name: value for name, value in tools_env(**env).items() if name not in unset},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    launched = Launched(process, log)
+    try:
+        yield launched
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            code = None
+        print(launched.output()[-6000:])
+    assert code == 0, f"ros2 launch did not stop on SIGINT (exit {code})"
+    started = re.findall(r"\[(\S+)-\d+\]: process started", launched.output())
+    stopped = re.findall(r"\[(\S+)-\d+\]: process has finished cleanly", launched.output())
+    assert sorted(started) == sorted(stopped + list(died)), f"started {started}, finished cleanly {stopped}"
+
+
+def ros2(*commands: tuple[str, ...], timeout: float = 60) -> list[str]:
+    """Run ros2 CLI commands side by side; their outputs, after checking each succeeded."""
+    processes = [
+        subprocess.Popen(
+            [str(VENV / "bin" / "ros2"), *command], env=tools_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for command in commands
+    ]
+    outputs = []
+    for command, process in zip(commands, processes, strict=True):
+        out, err = process.communicate(timeout=timeout)
+        assert process.returncode == 0, f"ros2 {' '.join(command)}: {out.decode()[-2000:]}{err.decode()[-2000:]}"
+        outputs.append(out.decode())
+    return outputs
+
+
+def node_info(text: str) -> dict[str, dict[str, str]]:
+    """`ros2 node info` output as {section: {name: type}}."""
+    sections: dict[str, dict[str, str]] = {}
+    section = None
+    for line in text.splitlines():
+        if re.match(r"^  \S.*:$", line):
+            section = sections.setdefault(line.strip()[:-1], {})
+        elif line.startswith("    ") and section is not None:
+            name, _, kind = line.strip().partition(": ")
+            section[name] = kind
+    return sections
 
 
 def flatten(data: dict, prefix: str = "") -> dict:
@@ -73,6 +140,42 @@ def flatten(data: dict, prefix: str = "") -> dict:
         else:
             flat[prefix + key] = value
     return flat
+
+
+def dumped_parameters(text: str, node: str) -> dict:
+    """`ros2 param dump` YAML as flat {name: value}."""
+    return flatten(yaml.safe_load(text)[node]["ros__parameters"])
+
+
+def answer(text: str) -> tuple[bool, str]:
+    """(success, message) of a `ros2 service call` response."""
+    found = re.search(r"response:\n.*\(success=(True|False), message='([^']*)'", text)
+    assert found, text
+    return found[1] == "True", found[2]
+
+
+def spec(name: str):
+    from ovseg3d_ros.scene_node import SceneNodeConfig
+
+    return next(p for p in SceneNodeConfig.parameters() if p.name == name)
+
+
+def test_package_is_registered_in_the_venv_ament_index(monkeypatch):
+    """`ros2 launch ovseg3d_ros` resolves the launch files, config and launchers through the ament index."""
+    from ament_index_python.packages import get_package_prefix, get_package_share_directory
+
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(VENV))
+    assert Path(get_package_share_directory("ovseg3d_ros")) == SHARE, "run scripts/setup_env.sh"
+    assert Path(get_package_prefix("ovseg3d_ros")) == VENV
+    for name in ("ovseg3d.launch.py", "rosbag_demo.launch.py"):
+        assert (SHARE / "launch" / name).resolve() == REPO_ROOT / "launch" / name
+    assert (SHARE / "config" / "ovseg3d.yaml").resolve() == REPO_ROOT / "config" / "ovseg3d.yaml"
+    for executable in ("scene_node", "retrieval_node", "ovseg3d-bag"):
+        assert os.access(VENV / "lib" / "ovseg3d_ros" / executable, os.X_OK), executable
+    (shown,) = ros2(("launch", "ovseg3d_ros", "rosbag_demo.launch.py", "--show-args"))
+    # The demo's own arguments, then the included main launch file's (settable on the same command line).
+    for argument in ("bag", "rate", "backend", "checkpoint", "rviz", "retrieval", "params_file", "rgb_topic"):
+        assert f"'{argument}':" in shown, argument
 
 
 def test_parameter_file_names_real_keys_at_their_defaults():
@@ -94,10 +197,193 @@ def test_parameter_file_names_real_keys_at_their_defaults():
     assert scene["segmenter.encoders.dense"] == "openclip" and scene["segmenter.encoders.checkpoint"] == ""
 
 
-def test_rviz_config_shows_the_labeled_cloud_in_label_colours():
-    rviz = yaml.safe_load((REPO_ROOT / "config" / "ovseg3d.rviz").read_text())
-    manager = rviz["Visualization Manager"]
-    (cloud,) = [d for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/PointCloud2"]
-    assert cloud["Topic"]["Value"] == "/labeled_cloud" and cloud["Color Transformer"] == "RGB8"
-    assert cloud["Topic"]["Reliability Policy"] == "Reliable"
-    assert manager["Global Options"]["Fixed Frame"] == "map"
+PARAMS = """
+scene_node:
+  ros__parameters:
+    status_period_s: 1.0
+    segmenter: {{pooling: {{k: 48}}}}
+retrieval_node:
+  ros__parameters:
+    database: {{procedural_shapes: 12, text2shape: false, cloud_points: 256, cache_dir: "{cache}"}}
+"""
+
+REMAPS = {
+    "rgb_topic": ("/camera/color/image_raw", "sensor_msgs/msg/Image"),
+    "depth_topic": ("/camera/aligned_depth_to_color/image_raw", "sensor_msgs/msg/Image"),
+    "camera_info_topic": ("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo"),
+    "pose_topic": ("/localiser/camera_pose", "geometry_msgs/msg/PoseStamped"),
+    "points_topic": ("/lidar/points", "sensor_msgs/msg/PointCloud2"),
+}
+
+
+@pytest.mark.slow
+def test_main_launch_starts_both_nodes_with_its_arguments_parameters_services_and_topics(tmp_path, ros_context):
+    """Every launch argument reaches the nodes; each service answers through `ros2 service call`."""
+    from ovseg3d_ros.client import Ovseg3dClient
+
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS.format(cache=tmp_path / "database"))
+    arguments = [f"{name}:={topic}" for name, (topic, _) in REMAPS.items()]
+    arguments += [f"params_file:={params}", "world_frame:=odom", "semantic_topic:=/truth/semantic"]
+    client = Ovseg3dClient(ros_context, name="launch_test_client")
+    with ros2_launch(tmp_path, "ovseg3d.launch.py", *arguments, unset=(PROFILE_ENV,)) as launched:
+        launched.wait_for(r"scene_node ready", 120)
+        scene_pid = launched.pid_of("scene_node")
+        node_list, scene, retrieval, dump, describe = ros2(
+            ("node", "list", *CLI),
+            ("node", "info", "/scene_node", *CLI),
+            ("node", "info", "/retrieval_node", *CLI),
+            ("param", "dump", "/scene_node", "--timeout", "30", *CLI),
+            ("param", "describe", "/scene_node", "segmenter.pooling.k", "--timeout", "30", *CLI),
+        )
+        assert set(node_list.split()) >= {"/scene_node", "/retrieval_node"}
+
+        info = node_info(scene)
+        subscribed = info["Subscribers"]
+        for topic, kind in REMAPS.values():
+            assert subscribed.get(topic) == kind, (topic, subscribed)
+        assert not {"/rgb/image", "/depth/image", "/truth/semantic", "/semantic/image"} & set(subscribed)  # openclip
+        assert info["Publishers"]["/labeled_cloud"] == "sensor_msgs/msg/PointCloud2"
+        assert info["Publishers"]["/legend"] == "ovseg3d_ros/msg/Legend"
+        assert (
+            info["Service Servers"].items()
+            >= {
+                "/scene_node/set_vocabulary": "ovseg3d_ros/srv/SetVocabulary",
+                "/scene_node/query": "ovseg3d_ros/srv/QueryScene",
+                "/scene_node/reset": "std_srvs/srv/Trigger",
+                "/scene_node/save": "ovseg3d_ros/srv/SaveScene",
+            }.items()
+        )
+        assert node_info(retrieval)["Service Servers"]["/retrieval_node/retrieve"] == "ovseg3d_ros/srv/RetrieveShapes"
+
+        parameters = dumped_parameters(dump, "/scene_node")
+        assert parameters["world_frame"] == "odom"
+        assert (
+            parameters["segmenter.encoders.dense"] == "openclip" and parameters["segmenter.encoders.checkpoint"] == ""
+        )
+        assert parameters["segmenter.pooling.k"] == 48 and parameters["status_period_s"] == 1.0  # from params_file
+        k = spec("segmenter.pooling.k")
+        assert f"Description: {k.description}" in describe
+        assert f"Min value: {k.low}" in describe and f"Max value: {k.high}" in describe
+        assert "Type: integer" in describe
+
+        # The shipped large-message profile reaches the nodes through the launch file.
+        node_environment = Path(f"/proc/{scene_pid}/environ").read_bytes().split(b"\0")
+        assert f"{PROFILE_ENV}={SHARE / 'config' / 'fastdds_profile.xml'}".encode() in node_environment
+
+        loaded = client.retrieve("a round table", k=1, ready_timeout=120)  # the database builds in the background
+        assert loaded.success, loaded.message
+        reset, vocabulary, query, save, retrieve = ros2(
+            ("service", "call", "/scene_node/reset", "std_srvs/srv/Trigger"),
+            ("service", "call", "/scene_node/set_vocabulary", "ovseg3d_ros/srv/SetVocabulary", "{labels: [chair]}"),
+            ("service", "call", "/scene_node/query", "ovseg3d_ros/srv/QueryScene", "{text: chair, threshold: 0.5}"),
+            ("service", "call", "/scene_node/save", "ovseg3d_ros/srv/SaveScene", f"{{path: {tmp_path / 'map.npz'}}}"),
+            (
+                "service",
+                "call",
+                "/retrieval_node/retrieve",
+                "ovseg3d_ros/srv/RetrieveShapes",
+                "{text: 'a round wooden table with one central leg', k: 3, include_clouds: false}",
+            ),
+        )
+        assert answer(reset)[0] and answer(vocabulary)[0]
+        assert answer(query) == (False, "the scene map is empty: integrate frames before purifying")  # reset
+        assert answer(save)[0] and (tmp_path / "map.npz").is_file()
+        assert answer(retrieve)[0] and len(re.search(r"shape_ids=\[([^\]]*)\]", retrieve)[1].split(",")) == 3
+    client.close()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_argument_the_node_cannot_load_is_named_and_the_node_keeps_mapping(tmp_path):
+    """`checkpoint:=` reaches the node: a missing file is logged with its path and the node maps geometry meanwhile."""
+    missing = tmp_path / "ViT-B-16-missing.pt"
+    with ros2_launch(tmp_path, "ovseg3d.launch.py", f"checkpoint:={missing}", "retrieval:=false") as launched:
+        launched.wait_for(rf"not loaded: OpenCLIP checkpoint {re.escape(str(missing))} does not exist", 120)
+        launched.wait_for(r"publishing geometry in camera colours", 30)
+        launched.wait_for(r"inputs in the last", 60)  # the node is up and reporting
+    assert "process has died" not in launched.output()
+    assert "retrieval_node" not in launched.output()
+
+
+SCENE_PARAMS = """
+scene_node:
+  ros__parameters:
+    purify_period_s: 0.5
+    status_period_s: 1.0
+    keyframes: {translation_m: 0.0, rotation_deg: 0.0, interval_s: 0.0}
+    segmenter:
+      purification: geometric
+      scene: {voxel_size: 0.05}
+      pooling: {k: 16, iterations: 4}
+"""
+
+
+@pytest.mark.slow
+def test_rosbag_demo_plays_a_bag_from_ovseg3d_bag_into_a_labeled_cloud_rviz_can_show(tmp_path, ros_context):
+    """The demo launch file replays a ScanNet bag through the noisy oracle; RViz's displays match what is published."""
+    from rclpy.qos import ReliabilityPolicy
+
+    from ovseg3d_core.data.scannet import SCANNET20_CLASSES
+    from ovseg3d_ros.client import Ovseg3dClient
+    from ovseg3d_ros.conversions import read_labeled_cloud
+
+    bag = tmp_path / "scannet"
+    ros2(("run", "ovseg3d_ros", "ovseg3d-bag", "write", "--dataset", "scannet", "--frames", "4", str(bag)), timeout=120)
+    params = tmp_path / "scene.yaml"
+    params.write_text(SCENE_PARAMS)
+    user_profile = str(REPO_ROOT / "config" / "fastdds_profile.xml")  # a profile of the user's own: kept
+    arguments = [f"bag:={bag}", "rate:=2.0", "backend:=noisy_oracle", "rviz:=false", "retrieval:=false"]
+    rviz = yaml.safe_load((REPO_ROOT / "config" / "ovseg3d.rviz").read_text())["Visualization Manager"]
+    shown = [display for display in rviz["Displays"] if "Topic" in display]
+    assert shown, "the RViz config shows no topic"
+    client = Ovseg3dClient(ros_context, name="rosbag_demo_test_client")
+    with ros2_launch(
+        tmp_path, "rosbag_demo.launch.py", *arguments, f"params_file:={params}", **{PROFILE_ENV: user_profile}
+    ) as launched:
+        launched.wait_for(r"scene_node ready", 120)
+        node_environment = Path(f"/proc/{launched.pid_of('scene_node')}/environ").read_bytes().split(b"\0")
+        assert f"{PROFILE_ENV}={user_profile}".encode() in node_environment
+        player = Path(f"/proc/{launched.pid_of('ovseg3d-bag')}/cmdline").read_bytes().decode().split("\0")
+        assert player[player.index("play") :][:5] == ["play", str(bag), "--rate", "2.0", "--loop"]
+
+        def labeled() -> bool:
+            """The newest cloud labels most of its points with a class (the legend's last label is background)."""
+            if not client.clouds or not client.legends:
+                return False
+            return (read_labeled_cloud(client.clouds[-1]).labels < len(client.legends[-1].labels) - 1).mean() > 0.5
+
+        assert client.wait_for(labeled, 90), f"no labeled cloud among {len(client.clouds)} clouds"
+        cloud_msg, legend = client.clouds[-1], client.legends[-1]
+        node_list, scene, dump = ros2(
+            ("node", "list", *CLI),
+            ("node", "info", "/scene_node", *CLI),
+            ("param", "dump", "/scene_node", "--timeout", "30", *CLI),
+        )
+        publishers = {d["Topic"]["Value"]: client.node.get_publishers_info_by_topic(d["Topic"]["Value"]) for d in shown}
+    client.close()
+
+    nodes = set(node_list.split())
+    assert {"/scene_node", "/bag_player"} <= nodes and not {"/retrieval_node", "/rviz"} & nodes
+    assert node_info(scene)["Subscribers"]["/semantic/image"] == "sensor_msgs/msg/Image"  # the oracle's input
+    parameters = dumped_parameters(dump, "/scene_node")
+    assert parameters["segmenter.encoders.dense"] == "noisy_oracle" and parameters["world_frame"] == "map"
+    assert parameters["segmenter.pooling.k"] == 16  # from params_file, passed on to the included launch file
+
+    cloud = read_labeled_cloud(cloud_msg)
+    assert list(legend.labels[:-1]) == list(SCANNET20_CLASSES)
+    assert cloud.labels.max() < len(legend.labels)
+    colours = np.array([(c.r, c.g, c.b) for c in legend.colors])
+    # Every point in its label's colour (the legend carries it as 0..1 floats).
+    np.testing.assert_allclose(cloud.colors, colours[cloud.labels] * 255, atol=1)
+
+    assert rviz["Global Options"]["Fixed Frame"] == cloud_msg.header.frame_id == "map"
+    fields = {field.name for field in cloud_msg.fields}
+    for display in shown:
+        topic = display["Topic"]["Value"]
+        infos = publishers[topic]
+        assert infos, f"RViz display {display['Name']!r} shows {topic}, which no node publishes"
+        assert {info.topic_type for info in infos} == {RVIZ_TOPIC_TYPES[display["Class"]]}, display["Name"]
+        if display["Topic"].get("Reliability Policy") == "Reliable":  # a best-effort publisher never reaches it
+            assert all(info.qos_profile.reliability == ReliabilityPolicy.RELIABLE for info in infos), topic
+        if display["Class"] == "rviz_default_plugins/PointCloud2":
+            assert display["Channel Name"] in fields and (display["Color Transformer"] != "RGB8" or "rgb" in fields)

@@ -9,6 +9,7 @@ from ovseg3d_core.data.image_io import depth_mm_to_metres
 from ovseg3d_core.data.rendering import (
     DEFAULT_RENDER_INTRINSICS,
     MAX_DEPTH_MM,
+    NO_INSTANCE,
     MeshError,
     MeshRaycaster,
     TrajectoryConfig,
@@ -111,6 +112,22 @@ def test_other_labelling_reuses_the_scene(raycaster, scan, poses):
     hit = view.depth > 0
     assert np.unique(view.labels[hit]).size > 2 and view.labels[hit].max() < len(scan.instance_labels)
     assert raycaster.vertex_labels is scan.scannet20_ids  # the original is untouched
+
+
+def test_instance_image_follows_the_label_image(raycaster, scan, poses):
+    (view,) = render_views(raycaster, None, poses[:1], vertex_instances=scan.instance_ids)
+    (as_labels,) = render_views(raycaster, scan.instance_ids, poses[:1])
+    hit = view.depth > 0
+    assert view.instances.dtype == np.int32 and len(np.unique(view.instances[hit])) > 3
+    # Same vertex per pixel as the label image: the instance ids rendered in the label channel.
+    np.testing.assert_array_equal(view.instances[hit], as_labels.labels[hit])
+    np.testing.assert_array_equal(view.instances[~hit], NO_INSTANCE)
+    (plain,) = render_views(raycaster, None, poses[:1])
+    np.testing.assert_array_equal(view.labels, plain.labels)  # ScanNet20 labels unchanged beside it
+    assert plain.instances is None and raycaster.vertex_instances is None  # the original is untouched
+    with_both = MeshRaycaster(scan, scan.scannet20_ids, scan.instance_ids)
+    (built,) = render_views(with_both, None, poses[:1])
+    np.testing.assert_array_equal(built.instances, view.instances)
 
 
 def _triangle_scene(z: float = 2.0):

@@ -173,6 +173,24 @@ def test_ndcg_with_several_relevant_items_uses_ideal_over_min_relevant_five():
     assert m["rr1"] == 0.0 and m["rr5"] == 1.0
 
 
+def test_ties_rank_relevant_items_after_irrelevant_ones_whatever_the_input_order():
+    # Query 0: the relevant shape ties with two irrelevant ones at the top; query 1: the same set
+    # with the columns reversed. Pessimistic ranks: the relevant item is 3rd (0-based 2) in both.
+    scores = np.array([[0.9, 0.9, 0.9, 0.2], [0.2, 0.9, 0.9, 0.9]])
+    relevant = np.array([[True, False, False, False], [False, False, False, True]])
+    m = ranking_metrics(scores, relevant)
+    assert m["rr1"] == 0.0 and m["rr5"] == 1.0
+    assert m["ndcg5"] == pytest.approx(1 / np.log2(4))
+    # Two relevant captions tied with one irrelevant caption rank 2nd and 3rd in either order.
+    scores = np.array([[0.5, 0.5, 0.5, 0.9], [0.9, 0.5, 0.5, 0.5]])
+    relevant = np.array([[True, True, False, False], [False, False, True, True]])
+    m = ranking_metrics(scores, relevant)
+    assert m["rr1"] == 0.0
+    assert m["ndcg5"] == pytest.approx((1 / np.log2(4) + 1 / np.log2(5)) / (1 + 1 / np.log2(3)))
+    # A model that scores everything equally finds nothing in the top 1 of a 4-item gallery.
+    assert ranking_metrics(np.zeros((4, 4)), np.eye(4, dtype=bool))["rr1"] == 0.0
+
+
 def test_retrieval_scores_both_directions_and_duplicate_gallery_rows():
     e = np.eye(3)
     text = np.array([[1, 0, 0], [0.8, 0.6, 0], [0, 0, 1.0]])  # caption 1 (of shape b) is closer to shape a

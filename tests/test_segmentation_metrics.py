@@ -1,4 +1,4 @@
-"""Segmentation metrics against hand-computed confusion matrices (two scenes summed)."""
+"""Segmentation metrics against hand-computed confusion matrices, under both averaging rules."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from ovseg3d_core.data.scannet import IGNORE_INDEX, SCANNET20_CLASSES
+from ovseg3d_core.metrics.scan_points import NO_CLASS, scan_point_labels
 from ovseg3d_core.metrics.segmentation import (
+    POOLED,
     SCANNET19_CLASSES,
+    SINGLE_SCAN,
     ConfusionAccumulator,
     MetricsError,
     confusion_matrix,
@@ -69,14 +72,44 @@ def test_dropping_a_class_ignores_its_truth_and_turns_its_predictions_into_misse
     assert m.miou == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3)
 
 
-def test_class_without_ground_truth_is_left_out_of_the_means():
-    names = (*NAMES, "sofa")
-    acc = ConfusionAccumulator(names)
+# Scene 1 over six classes: the chair point predicted 4 is now a sofa prediction; table and sofa
+# are predicted but have no ground truth; bed is neither present nor predicted.
+SIX = ("wall", "floor", "chair", "table", "sofa", "bed")
+
+
+def test_single_scan_rule_scores_a_predicted_but_absent_class_zero():
+    m = segmentation_metrics(confusion_matrix(*SCENE1, len(SIX)), SIX, rule=SINGLE_SCAN)
+    # wall 1/(2+1-1), floor 2/(2+3-2), chair 1/(3+1-1); table and sofa: union 1, TP 0; bed: union 0.
+    np.testing.assert_allclose(m.iou[:5], [1 / 2, 2 / 3, 1 / 3, 0.0, 0.0])
+    assert np.isnan(m.iou[5]) and "bed" not in m.per_class_iou and m.per_class_iou["sofa"] == 0.0
+    assert m.miou == pytest.approx((1 / 2 + 2 / 3 + 1 / 3) / 5)  # 0.3; averaging present classes only gave 0.5
+    # Accuracy is only defined where there is ground truth: wall 1/2, floor 2/2, chair 1/3.
+    assert np.isnan(m.accuracy[3:]).all()
+    assert m.macc == pytest.approx((1 / 2 + 1 + 1 / 3) / 3)
+    assert m.fmiou == pytest.approx((1 / 3 + 0 + 0) / 3)
+    assert m.fmacc == pytest.approx(1 / 3)
+    assert m.rule.startswith("scannet-official: classes with non-zero union")
+
+
+def test_pooled_rule_averages_over_all_classes_with_empty_ones_at_zero():
+    m = segmentation_metrics(confusion_matrix(*SCENE1, len(SIX)), SIX, rule=POOLED)
+    np.testing.assert_allclose(m.iou, [1 / 2, 2 / 3, 1 / 3, 0.0, 0.0, 0.0])
+    assert m.miou == pytest.approx((1 / 2 + 2 / 3 + 1 / 3) / 6)
+    assert m.macc == pytest.approx((1 / 2 + 1 + 1 / 3) / 6)
+    assert m.fmiou == pytest.approx((1 / 3) / 4)
+    assert m.rule == "pooled: mean over all 6 classes"
+    assert m.to_dict()["rule"] == m.rule and m.to_dict()["per_class_iou"]["bed"] == 0.0
+
+
+def test_accumulator_picks_the_rule_by_the_number_of_scans():
+    acc = ConfusionAccumulator(SIX)
     acc.add(*SCENE1)
-    acc.add(*SCENE2)
-    m = acc.metrics()
-    assert np.isnan(m.iou[4]) and "sofa" not in m.per_class_iou
-    assert m.miou == pytest.approx(summed().metrics().miou)
+    one = acc.metrics()
+    assert one.rule.startswith(SINGLE_SCAN) and one.miou == pytest.approx(1.5 / 5)
+    acc.add(*SCENE1)
+    two = acc.metrics()
+    assert two.rule.startswith(POOLED) and two.miou == pytest.approx(1.5 / 6)
+    assert acc.metrics(rule=SINGLE_SCAN).miou == pytest.approx(1.5 / 5)
 
 
 def test_scannet_20_and_19_class_variants():
@@ -93,12 +126,48 @@ def test_scannet_20_and_19_class_variants():
     assert m19.miou == pytest.approx((1 + 1 + 1 / 2 + 1 / 2) / 4)
     assert m20.fmiou == pytest.approx((1 / 3 + 1 / 2 + 1 / 2) / 3)
     assert SCANNET20_CLASSES[19] == "otherfurniture"
+    # Pooled over all classes (as GeoPurify reports 19 and OpenScene 20), the empty classes count as 0.
+    assert scannet20_metrics(conf, rule=POOLED).miou == pytest.approx((1 + 1 + 1 / 3 + 1 / 2 + 1 / 2) / 20)
+    assert scannet19_metrics(conf, rule=POOLED).miou == pytest.approx((1 + 1 + 1 / 2 + 1 / 2) / 19)
 
 
 def test_perfect_prediction_scores_one():
     gt = np.array([0, 1, 2, 3, 3])
     m = segmentation_metrics(confusion_matrix(gt, gt, 4), NAMES)
     assert m.miou == m.macc == m.fmiou == m.fmacc == 1.0
+
+
+def test_unobserved_scan_points_are_misses():
+    from ovseg3d_core.scene import SceneMap
+
+    scene = SceneMap()
+    size = scene.voxel_size
+    centres = np.array([[0.5, 0.5, 0.5], [2.5, 0.5, 0.5], [4.5, 0.5, 0.5]]) * size  # voxels A, B, C
+    scene.integrate_points(centres)
+    slots = scene.slots_of_points(centres)
+    # A and B were seen by a 2D feature; C holds geometry only (its label was propagated).
+    scene.set_features(slots[:2], np.ones((2, 4), np.float32), np.ones(2, np.float32))
+    voxel_labels = np.empty(3, np.int64)
+    voxel_labels[slots] = [0, 1, 1]
+    # Points in A, B, C, outside the map, and an unlabelled one in A.
+    points = np.vstack([centres + 0.2 * size, [[40 * size, 0.0, 0.0]], centres[:1]])
+    gt = np.array([0, 1, 1, 0, IGNORE_INDEX])
+    scored = scan_point_labels(scene, points, voxel_labels)
+    np.testing.assert_array_equal(scored.labels, [0, 1, NO_CLASS, NO_CLASS, 0])
+    np.testing.assert_array_equal(scored.observed, [True, True, False, False, True])
+    assert scored.unobserved_labelled(gt) == 2
+    m = segmentation_metrics(confusion_matrix(gt, scored.labels, 2), ("chair", "table"))
+    # Each class: 1 of its 2 points hit, no false positive -> IoU 1/2, accuracy 1/2.
+    np.testing.assert_allclose(m.iou, [1 / 2, 1 / 2])
+    np.testing.assert_allclose(m.accuracy, [1 / 2, 1 / 2])
+    # A surface point just across A's boundary (in a voxel no sample landed in) is within one voxel edge.
+    beside = centres[:1] + np.array([[0.0, 0.0, 0.9 * size]])
+    assert scan_point_labels(scene, beside, voxel_labels).labels.tolist() == [0]
+    assert scan_point_labels(scene, beside, voxel_labels, tolerance=0.5 * size).labels.tolist() == [NO_CLASS]
+    with pytest.raises(MetricsError, match="voxel labels"):
+        scan_point_labels(scene, points, voxel_labels[:2])
+    with pytest.raises(MetricsError, match="N x 3"):
+        scan_point_labels(scene, points[:, :2], voxel_labels)
 
 
 def test_bad_input_is_rejected():
@@ -112,5 +181,7 @@ def test_bad_input_is_rejected():
         segmentation_metrics(np.zeros((3, 3)), NAMES)
     with pytest.raises(MetricsError, match="unknown"):
         summed().metrics(drop_classes=("lamp",))
+    with pytest.raises(MetricsError, match="averaging rule"):
+        summed().metrics(rule="mean of present classes")
     with pytest.raises(MetricsError):
         ConfusionAccumulator(())

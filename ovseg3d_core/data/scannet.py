@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ovseg3d_core.data.labeled_scan import IGNORE_LABEL, LabeledScan, ScanFormatError
 from ovseg3d_core.data.root import DataNotFoundError, data_path
 
 IGNORE_INDEX = 255
@@ -78,7 +79,7 @@ SCANNET200_CLASSES = (
 LABEL_TABLE_COLUMNS = 17
 
 
-class ScanNetFormatError(ValueError):
+class ScanNetFormatError(ScanFormatError):
     """A ScanNet mesh, segmentation, aggregation or label table is malformed or inconsistent."""
 
 
@@ -202,6 +203,45 @@ class ScanNetScan:
         )
         mesh.vertex_colors = o3d.utility.Vector3dVector(self.colors.astype(np.float64) / 255.0)
         return mesh
+
+    def vertex_normals(self) -> np.ndarray:
+        """Unit float32 normals: the area-weighted sum of the normals of the triangles at each vertex.
+
+        Pointcept's ScanNet preprocessing derives ``normal.npy`` this way
+        (pointcept/datasets/preprocessing/scannet/preprocess_scannet.py, ``vertex_normal``), so the
+        two layouts carry the same normals. A vertex on no triangle gets a zero vector, as there.
+        """
+        corners = self.vertices.astype(np.float64)[self.triangles]
+        # The cross product's length is twice the triangle's area: summing it weights by area.
+        weighted = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        per_corner = np.repeat(weighted, 3, axis=0)
+        vertex_ids = self.triangles.reshape(-1)
+        sums = np.stack(
+            [np.bincount(vertex_ids, per_corner[:, axis], minlength=len(self.vertices)) for axis in range(3)], axis=1
+        )
+        lengths = np.linalg.norm(sums, axis=1, keepdims=True)
+        return np.divide(sums, lengths, out=np.zeros_like(sums), where=lengths > 0).astype(np.float32)
+
+    def to_labeled_scan(self) -> LabeledScan:
+        """This scan as the layout-independent :class:`LabeledScan`, with its mesh faces.
+
+        The labels are derived as Pointcept's ScanNet preprocessing derives them (see
+        :meth:`vertex_normals` for the file): ScanNet20 from the label table's NYU40 id, ScanNet200
+        from its raw ``id``, a segment in several groups keeps the last, and unlabeled points or
+        classes outside a benchmark get -1 (here :data:`IGNORE_INDEX` becomes -1). Instance ids are
+        positions in ``segGroups``, which equal the groups' object ``id`` (what Pointcept stores) in
+        ScanNet's aggregation files.
+        """
+        return LabeledScan(
+            name=self.name,
+            points=self.vertices.astype(np.float32),
+            colors=self.colors.astype(np.uint8),
+            normals=self.vertex_normals(),
+            segment20=np.where(self.scannet20_ids == IGNORE_INDEX, IGNORE_LABEL, self.scannet20_ids),
+            segment200=np.where(self.scannet200_ids == IGNORE_INDEX, IGNORE_LABEL, self.scannet200_ids),
+            instance=self.instance_ids.astype(np.int64),
+            faces=self.triangles.astype(np.int32),
+        )
 
 
 def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

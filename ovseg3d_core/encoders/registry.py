@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ovseg3d_core.config import Config, ConfigError, setting
+from ovseg3d_core.encoders import noisy_oracle
 from ovseg3d_core.encoders.base import FrameFeatureSource, TextEncoder
 from ovseg3d_core.encoders.minilm import MiniLMConfig
 from ovseg3d_core.encoders.noisy_oracle import NoisyOracle, NoisyOracleConfig
@@ -21,8 +22,6 @@ from ovseg3d_core.encoders.prompts import PromptConfig, PromptedTextEncoder
 TEXT_ENCODERS = ("auto", "minilm", "openclip")
 DENSE_EXTRACTORS = ("openclip", "noisy_oracle")
 WEIGHTS_HELP = "README section 'Model weights'"
-# RGBDFrame fields each 2D source reads beyond colour, depth, intrinsics and pose.
-FRAME_INPUTS: dict[str, tuple[str, ...]] = {"openclip": (), "noisy_oracle": NoisyOracle.frame_inputs}
 
 
 @dataclass
@@ -78,7 +77,7 @@ class EncoderConfig(Config):
 
 def frame_inputs(config: EncoderConfig) -> tuple[str, ...]:
     """RGBDFrame fields the configured 2D source reads beyond colour, depth, intrinsics and pose."""
-    return FRAME_INPUTS[config.dense]
+    return noisy_oracle.frame_inputs(config.noisy_oracle) if config.dense == "noisy_oracle" else ()
 
 
 def load_shared_model(config: EncoderConfig):

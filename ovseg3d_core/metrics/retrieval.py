@@ -6,6 +6,10 @@
   shape->text has all captions of that shape.
 - The gallery holds each shape once: embeddings repeated per caption (one row per pair, as a data
   loader yields them) are de-duplicated by shape id before ranking.
+- Ties rank pessimistically: an item tied in score with an irrelevant item ranks after it. A stable
+  sort would rank whichever came first in the gallery first, which flatters items that happen to
+  come early (and a collapsed model scoring everything equally); this way the result never
+  depends on the input order.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ class RetrievalScores:
 def _ranks_of_relevant(scores: np.ndarray, relevant: np.ndarray) -> list[np.ndarray]:
     """For each query row, the 0-based ranks of its relevant columns under descending score.
 
-    Ties are broken by column order (stable sort), so hand-built cases have one answer.
+    Within equal scores irrelevant columns come first (pessimistic ties); tied columns of equal
+    relevance are interchangeable for every metric here, so the ranks do not depend on column order.
     """
-    order = np.argsort(-scores, axis=1, kind="stable")
+    order = np.lexsort((relevant, -scores), axis=1)
     rank_of = np.empty_like(order)
     rows = np.arange(scores.shape[0])[:, None]
     rank_of[rows, order] = np.arange(scores.shape[1])[None, :]

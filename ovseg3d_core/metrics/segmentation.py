@@ -1,15 +1,30 @@
-"""Semantic segmentation metrics as the official ScanNet/OpenScene evaluation computes them.
+"""Semantic segmentation metrics as the official ScanNet, OpenScene and GeoPurify evaluations compute them.
 
-One confusion matrix is summed over every evaluated scene, then IoU and accuracy are taken per
-class and averaged over the classes that have ground-truth points (a class absent from the ground
-truth has no defined IoU, so a single-scene evaluation does not punish it). Foreground metrics
-average over the classes that are not wall, floor or ceiling. The 19-class ScanNet variant that
-GeoPurify's code reports drops ``otherfurniture``: its ground-truth points are ignored and
-predictions of it count as misses for the true class.
+Every evaluated point adds one count to a confusion matrix (rows = true class). IoU of a class is
+TP / (TP + FP + FN) and its accuracy TP / (points of the class); how the per-class values are
+averaged depends on what was evaluated, and every :class:`SegmentationMetrics` names its rule:
+
+- ``scannet-official`` (one scan): ScanNet's ``evaluate_semantic_label.py`` gives a class an IoU
+  whenever its union is non-zero and NaN only when it is empty. A class predicted but absent from
+  the ground truth therefore scores 0 and counts in the mean; a class neither present nor
+  predicted is left out. Accuracy has no value for a class without ground truth (0 / 0; ScanNet
+  reports no accuracy at all, and OpenScene's ``evaluate`` scores accuracy only for classes with
+  ground-truth points), so mAcc averages the classes with ground truth: a wrong prediction is
+  already a miss in the accuracy of the point's true class.
+- ``pooled`` (confusion summed over scans): OpenScene's ``evaluate`` divides the summed class
+  scores by the number of classes and GeoPurify's validation takes ``np.mean`` of I / (U + 1e-10)
+  and I / (T + 1e-10) over all classes, so a class without points scores 0 and the mean is over
+  all C classes (20, or 19 for GeoPurify's variant).
+
+Foreground means apply the same rule to the classes that are not wall, floor or ceiling. The
+19-class ScanNet variant that GeoPurify's code reports drops ``otherfurniture``: its ground-truth
+points are ignored and predictions of it count as misses for the true class.
 
 The confusion matrix has ``C + 1`` columns: the last one counts points predicted as no class at all
-(the labeler's background index, or any value outside ``[0, C)``), which are misses for their true
-class and false positives for none.
+(the labeler's background index, a point never observed, or any value outside ``[0, C)``). As in
+ScanNet's script, which maps a prediction outside the valid ids to an unknown id, they are misses
+for their true class and false positives for none. (OpenScene drops such "no feature" points from
+the IoU; scoring them as misses keeps an unobserved object from vanishing from the score.)
 """
 
 from __future__ import annotations
@@ -24,9 +39,13 @@ from ovseg3d_core.data.scannet import BACKGROUND_CLASS_NAMES, IGNORE_INDEX, SCAN
 SCANNET19_DROPPED = ("otherfurniture",)
 SCANNET19_CLASSES = tuple(name for name in SCANNET20_CLASSES if name not in SCANNET19_DROPPED)
 
+SINGLE_SCAN = "scannet-official"
+POOLED = "pooled"
+RULES = (SINGLE_SCAN, POOLED)
+
 
 class MetricsError(ValueError):
-    """Predictions and ground truth cannot be compared (shape, class range or class names)."""
+    """Predictions and ground truth cannot be compared (shape, class range, class names or rule)."""
 
 
 def confusion_matrix(
@@ -60,7 +79,7 @@ def confusion_matrix(
 
 @dataclass(frozen=True)
 class SegmentationMetrics:
-    """Per-class and mean scores; NaN marks a class without ground-truth points (left out of means)."""
+    """Per-class and mean scores under ``rule``; NaN marks a class the rule leaves out of the means."""
 
     class_names: tuple[str, ...]
     iou: np.ndarray
@@ -70,6 +89,7 @@ class SegmentationMetrics:
     fmiou: float
     fmacc: float
     confusion: np.ndarray
+    rule: str
 
     @property
     def per_class_iou(self) -> dict[str, float]:
@@ -80,8 +100,9 @@ class SegmentationMetrics:
         return {name: float(v) for name, v in zip(self.class_names, self.accuracy, strict=True) if np.isfinite(v)}
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready summary (means and the per-class values of present classes)."""
+        """JSON-ready summary: the averaging rule, the means and the per-class values they average."""
         return {
+            "rule": self.rule,
             "miou": self.miou,
             "macc": self.macc,
             "fmiou": self.fmiou,
@@ -96,17 +117,27 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
+def _rule_description(rule: str, classes: int) -> str:
+    if rule == SINGLE_SCAN:
+        return f"{SINGLE_SCAN}: classes with non-zero union (mAcc: classes with ground truth)"
+    if rule == POOLED:
+        return f"{POOLED}: mean over all {classes} classes"
+    raise MetricsError(f"unknown averaging rule {rule!r}; expected one of {RULES}")
+
+
 def segmentation_metrics(
     confusion: np.ndarray,
     class_names: Sequence[str],
     drop_classes: Iterable[str] = (),
     background_names: Iterable[str] = BACKGROUND_CLASS_NAMES,
+    rule: str = SINGLE_SCAN,
 ) -> SegmentationMetrics:
-    """Scores from a (summed) :func:`confusion_matrix` over ``class_names``.
+    """Scores from a :func:`confusion_matrix` over ``class_names`` under ``rule`` (see the module notes).
 
-    ``drop_classes`` evaluates a smaller class set on the same predictions (the ScanNet 19-class
-    variant): their ground-truth rows are removed and predictions of them become "no class".
-    ``background_names`` are the classes foreground means leave out.
+    The default, ``scannet-official``, fits one scan; a confusion summed over scans takes
+    ``rule="pooled"``. ``drop_classes`` evaluates a smaller class set on the same predictions (the
+    ScanNet 19-class variant): their ground-truth rows are removed and predictions of them become
+    "no class". ``background_names`` are the classes foreground means leave out.
     """
     confusion = np.asarray(confusion)
     names = tuple(class_names)
@@ -122,14 +153,15 @@ def segmentation_metrics(
     missed = confusion[keep].sum(axis=1) - kept.sum(axis=1)
     confusion = np.concatenate([kept, missed[:, None]], axis=1).astype(np.float64)
     names = tuple(name for name, k in zip(names, keep, strict=True) if k)
+    description = _rule_description(rule, len(names))
 
     true_positive = np.diag(confusion[:, :-1])
     gt_count = confusion.sum(axis=1)
-    predicted_count = confusion[:, :-1].sum(axis=0)
-    present = gt_count > 0
+    union = gt_count + confusion[:, :-1].sum(axis=0) - true_positive
+    undefined = 0.0 if rule == POOLED else np.nan
     with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(present, true_positive / (gt_count + predicted_count - true_positive), np.nan)
-        accuracy = np.where(present, true_positive / gt_count, np.nan)
+        iou = np.where(union > 0, true_positive / union, undefined)
+        accuracy = np.where(gt_count > 0, true_positive / gt_count, undefined)
     foreground = np.array([name not in set(background_names) for name in names])
     return SegmentationMetrics(
         class_names=names,
@@ -140,11 +172,12 @@ def segmentation_metrics(
         fmiou=_nanmean(iou[foreground]),
         fmacc=_nanmean(accuracy[foreground]),
         confusion=confusion.astype(np.int64),
+        rule=description,
     )
 
 
 class ConfusionAccumulator:
-    """Sums confusion matrices over scenes (the official protocol), then scores once."""
+    """Sums confusion matrices over scans (the official protocol), then scores once."""
 
     def __init__(self, class_names: Sequence[str], ignore_index: int = IGNORE_INDEX) -> None:
         self.class_names = tuple(class_names)
@@ -158,17 +191,28 @@ class ConfusionAccumulator:
         self.confusion += confusion_matrix(ground_truth, prediction, len(self.class_names), self.ignore_index)
         self.scenes += 1
 
+    @property
+    def rule(self) -> str:
+        """One scan is scored by ScanNet's single-scan rule, several by the pooled one."""
+        return SINGLE_SCAN if self.scenes <= 1 else POOLED
+
     def metrics(
-        self, drop_classes: Iterable[str] = (), background_names: Iterable[str] = BACKGROUND_CLASS_NAMES
+        self,
+        drop_classes: Iterable[str] = (),
+        background_names: Iterable[str] = BACKGROUND_CLASS_NAMES,
+        rule: str | None = None,
     ) -> SegmentationMetrics:
-        return segmentation_metrics(self.confusion, self.class_names, drop_classes, background_names)
+        """Scores of the summed confusion; ``rule`` defaults to :attr:`rule` (by the number of scans)."""
+        return segmentation_metrics(
+            self.confusion, self.class_names, drop_classes, background_names, rule=rule or self.rule
+        )
 
 
-def scannet20_metrics(confusion: np.ndarray) -> SegmentationMetrics:
+def scannet20_metrics(confusion: np.ndarray, rule: str = SINGLE_SCAN) -> SegmentationMetrics:
     """ScanNet 20-class scores (OpenScene's protocol, with ``otherfurniture``)."""
-    return segmentation_metrics(confusion, SCANNET20_CLASSES)
+    return segmentation_metrics(confusion, SCANNET20_CLASSES, rule=rule)
 
 
-def scannet19_metrics(confusion: np.ndarray) -> SegmentationMetrics:
+def scannet19_metrics(confusion: np.ndarray, rule: str = SINGLE_SCAN) -> SegmentationMetrics:
     """ScanNet 19-class scores (GeoPurify's protocol: ``otherfurniture`` dropped) from a 20-class matrix."""
-    return segmentation_metrics(confusion, SCANNET20_CLASSES, drop_classes=SCANNET19_DROPPED)
+    return segmentation_metrics(confusion, SCANNET20_CLASSES, drop_classes=SCANNET19_DROPPED, rule=rule)

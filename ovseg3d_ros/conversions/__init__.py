@@ -5,8 +5,10 @@ from ovseg3d_ros.conversions.errors import MessageConversionError
 from ovseg3d_ros.conversions.image import (
     depth_to_image,
     image_to_depth,
+    image_to_instances,
     image_to_labels,
     image_to_rgb,
+    instances_to_image,
     labels_to_image,
     rgb_to_image,
 )
@@ -46,8 +48,10 @@ __all__ = [
     "cloud_to_xyz_rgb",
     "depth_to_image",
     "image_to_depth",
+    "image_to_instances",
     "image_to_labels",
     "image_to_rgb",
+    "instances_to_image",
     "intrinsics_to_camera_info",
     "labeled_cloud_to_msg",
     "labels_to_image",

@@ -124,3 +124,19 @@ def labels_to_image(labels: np.ndarray, header: Header) -> Image:
     if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max):
         raise MessageConversionError(f"class ids must lie in [0, 65535] for 16UC1, got {labels.min()}..{labels.max()}")
     return _image_msg(labels.astype("<u2")[:, :, None], "16UC1", header)
+
+
+def image_to_instances(msg: Image) -> np.ndarray:
+    """HxW int64 object ids from a 16UC1 ``instance/image``; 0 there (no object) becomes -1."""
+    return image_to_labels(msg).astype(np.int64) - 1
+
+
+def instances_to_image(instances: np.ndarray, header: Header) -> Image:
+    """A 16UC1 object-id image: id + 1, so that 0 is "no object" (ids < 0) and unsigned pixels suffice."""
+    instances = np.asarray(instances)
+    if instances.ndim != 2 or not np.issubdtype(instances.dtype, np.integer):
+        raise MessageConversionError(f"instances must be an HxW integer array, got {instances.shape} {instances.dtype}")
+    shifted = np.where(instances < 0, 0, instances.astype(np.int64) + 1)
+    if shifted.size and shifted.max() > np.iinfo(np.uint16).max:
+        raise MessageConversionError(f"object ids must lie below 65535 for 16UC1, got {int(instances.max())}")
+    return labels_to_image(shifted, header)

@@ -1,11 +1,14 @@
 """sensor_msgs/PointCloud2 <-> numpy through structured dtypes laid over ``msg.data``.
 
-Reads are zero-copy views when rows are packed (a 300k-point cloud reads in ~0.1 ms); writes fill
-one structured array and copy it once into the message. ``sensor_msgs_py.point_cloud2.read_points``
-is used when importable and the cloud has the plain layout every version of it reads correctly (packed
-rows, no trailing point padding, scalar fields); other layouts, and all writes (its ``create_cloud``
-handles a single datatype only in some distributions), go through this module's own converter.
-Readers duck-type the message, so rosbags-deserialised clouds convert as well as rclpy ones.
+``sensor_msgs_py`` is an exec_depend of the package (package.xml; the development set-up builds it
+from the real sources), so it is imported unconditionally. Its ``read_points`` reads every rclpy
+cloud of the plain layout (packed rows, scalar fields, no trailing point padding); this module's own
+view reads what it cannot: rows padded beyond ``width * point_step`` (it ignores ``row_step``),
+``count > 1`` fields (it splits them into ``name_0``, ``name_1``, ...) and clouds deserialised by
+``rosbags`` (it asserts an rclpy message; readers here duck-type). Either read is a view, no copy
+(a 300k-point cloud reads in ~0.1 ms). Writes fill one structured array and copy it once into the
+message (``message_with_payload``); tests check that everything written reads back identically
+through ``read_points``.
 """
 
 from __future__ import annotations
@@ -14,15 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
+from sensor_msgs_py import point_cloud2 as sensor_msgs_py_cloud
 from std_msgs.msg import Header
 
 from ovseg3d_ros.conversions.errors import MessageConversionError
 from ovseg3d_ros.conversions.payload import message_with_payload
-
-try:
-    from sensor_msgs_py import point_cloud2 as _sensor_msgs_py_cloud
-except ImportError:
-    _sensor_msgs_py_cloud = None
 
 # PointField.datatype codes (fixed by sensor_msgs/PointField.msg) -> little-endian numpy types.
 POINT_FIELD_DTYPES: dict[int, np.dtype] = {
@@ -119,7 +118,8 @@ def _data_length(msg: PointCloud2) -> int:
 
 
 def _uses_sensor_msgs_py(msg: PointCloud2, dtype: np.dtype) -> bool:
-    if _sensor_msgs_py_cloud is None or not isinstance(msg, _sensor_msgs_py_cloud.PointCloud2):
+    """Whether ``read_points`` reads ``msg`` (of structured dtype ``dtype``) correctly: see the module docstring."""
+    if not isinstance(msg, PointCloud2):
         return False
     packed_rows = msg.height <= 1 or msg.row_step == msg.width * msg.point_step
     fields_end = max((dtype.fields[name][1] + dtype.fields[name][0].itemsize for name in dtype.names), default=0)
@@ -138,7 +138,8 @@ def cloud_to_structured(msg: PointCloud2, field_names: list[str] | None = None) 
     if n_points == 0:
         points = np.zeros(0, dtype=dtype)
     elif _uses_sensor_msgs_py(msg, dtype):
-        points = _sensor_msgs_py_cloud.read_points(msg)
+        points = sensor_msgs_py_cloud.read_points(msg)
+        points.flags.writeable = False  # a view of the message, as below
     elif msg.height <= 1 or msg.row_step == msg.width * msg.point_step:
         points = np.frombuffer(msg.data, dtype=dtype, count=n_points)
     else:

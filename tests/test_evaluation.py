@@ -1,0 +1,118 @@
+"""ovseg3d-eval and the library function it wraps, on the real scene0000_00 in both scan layouts.
+
+The 2D source is the noisy oracle (a benchmark instrument); these tests check the evaluation's
+plumbing and rules, not segmentation quality.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ovseg3d_core.data.root import data_path
+from ovseg3d_core.data.scan_layouts import convert_to_pointcept, load_scan
+from ovseg3d_core.data.scan_views import scan_views
+from ovseg3d_core.data.scannet import SCANNET20_CLASSES
+from ovseg3d_core.evaluation import MEAN_FUSION, EvaluationConfig, EvaluationWarning, evaluate_scans, summarise
+from ovseg3d_core.metrics.segmentation import POOLED, confusion_matrix, segmentation_metrics
+
+pytestmark = pytest.mark.slow
+SMALL = {"seeds": 1, "views": 16, "topk": False, "purifications": ["geometric"]}
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    """scene0000_00 as ScanNet ships it and converted to Pointcept's layout."""
+    mesh_folder = data_path("scannet", "scene0000_00")
+    pointcept_folder = tmp_path_factory.mktemp("pointcept") / "scene0000_00"
+    convert_to_pointcept(mesh_folder, pointcept_folder)
+    return load_scan(mesh_folder), load_scan(pointcept_folder)
+
+
+def test_both_layouts_give_the_same_metrics(scans):
+    mesh_scan, point_scan = scans
+    assert point_scan.faces is None and mesh_scan.faces is not None
+    config = EvaluationConfig.from_dict(SMALL)
+    results = [evaluate_scans([scan], config, progress=False) for scan in scans]
+    for method in (MEAN_FUSION, "geometric"):
+        mesh_row, point_row = (
+            next(r for r in result.rows if r.scan != "pooled" and r.method == method) for result in results
+        )
+        assert abs(mesh_row.miou - point_row.miou) < 0.01, (method, mesh_row.miou, point_row.miou)
+    assert "scannet-official" in results[0].rows[0].rule
+
+
+def test_rows_score_every_labelled_point_and_pool_the_confusion(scans):
+    mesh_scan, _ = scans
+    views = scan_views(mesh_scan, 16)
+    half = len(views) // 2
+    renders = {"first": views[:half], "second": views[half:]}  # two 'scans': the same room from two halves of a walk
+    first = load_scan(data_path("scannet", "scene0000_00"))
+    second = load_scan(data_path("scannet", "scene0000_00"))
+    first.name, second.name = "first", "second"
+    result = evaluate_scans(
+        [first, second],
+        EvaluationConfig.from_dict(SMALL),
+        render=lambda scan, n, seed: renders[scan.name],
+        progress=False,
+    )
+    confusions = {}
+    for outcome, scan in zip(result.scans, (first, second), strict=True):
+        predicted = outcome.predictions[(MEAN_FUSION, 0)]
+        assert predicted.shape == (scan.num_points,)  # every point of the scan is scored ...
+        unseen = (predicted < 0) & (scan.segment20 >= 0)
+        assert unseen.any()  # ... and half a walk leaves labelled points unobserved: they count as misses
+        confusions[scan.name] = confusion_matrix(scan.segment20, predicted, 20, ignore_index=-1)
+        assert confusions[scan.name][:, -1].sum() >= unseen.sum()
+    pooled = next(r for r in result.rows if r.scan == "pooled" and r.method == MEAN_FUSION)
+    expected = segmentation_metrics(confusions["first"] + confusions["second"], SCANNET20_CLASSES, rule=POOLED)
+    assert pooled.miou == pytest.approx(expected.miou) and pooled.rule.startswith(POOLED)
+    assert pooled.miou == pytest.approx(np.mean(expected.iou))  # pooled: the mean over all 20 classes
+    summary = summarise(result.rows)
+    assert summary["geometric"]["gain_mean"] == pytest.approx(
+        summary["geometric"]["miou_mean"] - summary[MEAN_FUSION]["miou_mean"]
+    )
+
+
+def test_a_scan_its_views_barely_see_is_flagged(scans):
+    mesh_scan, _ = scans
+    few = scan_views(mesh_scan, 1)
+    with pytest.warns(EvaluationWarning, match="cover"):
+        result = evaluate_scans(
+            [mesh_scan],
+            EvaluationConfig.from_dict({**SMALL, "purifications": []}),
+            render=lambda *_: few,
+            progress=False,
+        )
+    assert result.warnings and result.scans[0].coverage < 0.5
+
+
+def test_the_command_writes_json_markdown_and_panels(tmp_path):
+    out = tmp_path / "eval"
+    folder = data_path("scannet", "scene0000_00")
+    command = [sys.executable, "-m", "ovseg3d_core.eval_tool", str(folder), "--quick", "--out", str(out)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "noisy oracle, a benchmark instrument: preset default" in run.stdout
+    data = json.loads((out / "eval.json").read_text())
+    assert (
+        data["preset"]["name"] == "default" and data["backend"] == "noisy_oracle" and data["scans"] == ["scene0000_00"]
+    )
+    assert {"object_confusion_rate", "confusion_rate"} <= set(data["preset"]["rates"])
+    methods = {(row["scan"], row["method"]) for row in data["rows"]}
+    assert {("scene0000_00", MEAN_FUSION), ("pooled", MEAN_FUSION), ("scene0000_00", "student_geometric")} <= methods
+    for row in data["rows"]:
+        assert 0.0 <= row["miou"] <= 1.0 and set(row) >= {"macc", "fmiou", "fmacc", "miou19", "per_class_iou", "seed"}
+    assert "preset default" in (out / "eval.md").read_text()
+    assert (out / "scene0000_00.png").stat().st_size > 10_000
+    bad = subprocess.run(
+        [sys.executable, "-m", "ovseg3d_core.eval_tool", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1 and "missing" in bad.stderr
