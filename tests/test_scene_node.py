@@ -131,7 +131,14 @@ def test_scene_node_end_to_end(rendered, tmp_path, ros_context):
                 messages["rgb/camera_info"].k = [0.0] * 9
             else:
                 messages["camera_pose"].header.frame_id = "elsewhere"
-            for topic in ("camera_pose", "rgb/camera_info", "rgb/image", "depth/image", "semantic/image"):
+            for topic in (
+                "camera_pose",
+                "rgb/camera_info",
+                "rgb/image",
+                "depth/image",
+                "semantic/image",
+                "instance/image",
+            ):
                 client.publish(topic, messages[topic])
         no_fields = PointCloud2(height=1, width=2, point_step=4, row_step=8, data=bytes(8))
         no_fields.header.frame_id = "map"
