@@ -18,7 +18,10 @@ from ovseg3d_ros.input_monitor import InputMonitor
 
 
 class SynchronizedInputs:
-    """One ``message_filters.Subscriber`` per input feeding an ``ApproximateTimeSynchronizer`` (keep a reference)."""
+    """Subscribe ``node`` to ``inputs`` ((message type, topic) pairs); ``callback`` gets sets within ``slop`` s.
+
+    One ``message_filters.Subscriber`` per input feeds an ``ApproximateTimeSynchronizer``; keep a reference.
+    """
 
     def __init__(
         self,
@@ -39,16 +42,3 @@ class SynchronizedInputs:
             subscriber.registerCallback(self.monitor.counting(index))
         self.synchronizer = message_filters.ApproximateTimeSynchronizer(self.subscribers, queue_size, slop)
         self.synchronizer.registerCallback(callback)
-
-
-def subscribe_synchronized(
-    node: Any,
-    inputs: Sequence[tuple[type, str]],
-    callback: Callable[..., None],
-    qos_profile: Any,
-    queue_size: int = 10,
-    slop: float = 0.05,
-    callback_group: Any = None,
-) -> SynchronizedInputs:
-    """Subscribe ``node`` to ``inputs`` ((message type, topic) pairs); ``callback`` gets sets within ``slop`` s."""
-    return SynchronizedInputs(node, inputs, callback, qos_profile, queue_size, slop, callback_group)

@@ -26,7 +26,7 @@ from ovseg3d_core.config import setting
 from ovseg3d_core.encoders.registry import frame_inputs
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.online import OnlineSegmenter, OnlineSegmenterConfig
-from ovseg3d_ros.approximate_sync import subscribe_synchronized
+from ovseg3d_ros.approximate_sync import SynchronizedInputs
 from ovseg3d_ros.camera_poses import CameraPoses
 from ovseg3d_ros.conversions import (
     cloud_to_xyz_rgb,
@@ -90,7 +90,7 @@ class SceneNode(Node):
         )
         self.inputs = topics_of(frame_inputs(cfg.segmenter.encoders))
         topics = [(spec.msg_type, spec.topic) for spec in self.inputs]
-        self.sync = subscribe_synchronized(
+        self.sync = SynchronizedInputs(
             self, topics, self._on_frame, sensor_input_qos(), cfg.sync_queue_size, cfg.sync_slop_s, sensors
         )
         self.create_subscription(PointCloud2, "points", self._on_points, sensor_input_qos(), callback_group=sensors)

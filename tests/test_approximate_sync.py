@@ -10,7 +10,7 @@ import pytest
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from ovseg3d_ros.approximate_sync import subscribe_synchronized
+from ovseg3d_ros.approximate_sync import SynchronizedInputs
 from ovseg3d_ros.conversions import seconds_to_stamp, stamp_to_seconds
 
 pytestmark = pytest.mark.ros
@@ -26,7 +26,7 @@ def test_subscriptions_over_dds_deliver_sets_within_slop_and_count_every_input(r
     listener = rclpy.create_node("sync_listener", context=ros_context)
     talker = rclpy.create_node("sync_talker", context=ros_context)
     sets: list[tuple] = []
-    sync = subscribe_synchronized(
+    sync = SynchronizedInputs(
         listener,
         [(Image, "rgb/image"), (Image, "depth/image"), (CameraInfo, "rgb/camera_info")],
         lambda *messages: sets.append(messages),

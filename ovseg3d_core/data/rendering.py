@@ -399,6 +399,16 @@ def _avoid_close_walls(
     return headings[np.arange(len(yaw)), best]
 
 
+def _free_space(mesh, n_views: int, config: TrajectoryConfig):
+    """(raycaster, floor, free eye-height positions, their grid cells): what every trajectory starts from."""
+    if n_views < 1:
+        raise TrajectoryError(f"n_views must be positive, got {n_views}")
+    raycaster = mesh if isinstance(mesh, MeshRaycaster) else MeshRaycaster(mesh)
+    floor = estimate_floor(raycaster)
+    positions, cells = free_space_positions(raycaster, floor, config)
+    return raycaster, floor, positions, cells
+
+
 def generate_trajectory(mesh, n_views: int, seed: int = 0, config: TrajectoryConfig | None = None) -> np.ndarray:
     """``n_views`` camera-to-world poses (n_views x 4 x 4) of a walk through the room at eye height.
 
@@ -407,12 +417,8 @@ def generate_trajectory(mesh, n_views: int, seed: int = 0, config: TrajectoryCon
     direction with a sinusoidal left-right pan and a gentle up-down sway, turning away from walls
     closer than ``min_view_distance_m``. The same mesh, seed and config always give the same poses.
     """
-    if n_views < 1:
-        raise TrajectoryError(f"n_views must be positive, got {n_views}")
     config = config or TrajectoryConfig()
-    raycaster = mesh if isinstance(mesh, MeshRaycaster) else MeshRaycaster(mesh)
-    floor = estimate_floor(raycaster)
-    positions, cells = free_space_positions(raycaster, floor, config)
+    raycaster, floor, positions, cells = _free_space(mesh, n_views, config)
     rng = np.random.default_rng(seed)
     chosen = list(rng.choice(len(positions), size=min(config.waypoints, len(positions)), replace=False))
     order = [chosen.pop(0)]
@@ -484,12 +490,8 @@ def generate_coverage_trajectory(
     """
     from scipy import sparse
 
-    if n_views < 1:
-        raise TrajectoryError(f"n_views must be positive, got {n_views}")
     config = config or TrajectoryConfig()
-    raycaster = mesh if isinstance(mesh, MeshRaycaster) else MeshRaycaster(mesh)
-    floor = estimate_floor(raycaster)
-    positions, cells = free_space_positions(raycaster, floor, config)
+    raycaster, floor, positions, cells = _free_space(mesh, n_views, config)
     stride = max(1, round(config.station_step_m / config.grid_step_m))
     station = np.all(cells % stride == 0, axis=1)
     positions = positions[station] if station.any() else positions
