@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
+
+from ovseg3d_core.jit import parallel_launch
 
 
 class GeometryError(ValueError):
@@ -150,28 +153,410 @@ def unpack_voxel_keys(keys: np.ndarray) -> np.ndarray:
     return coords - _KEY_OFFSET
 
 
-def knn(points: np.ndarray, k: int, queries: np.ndarray | None = None, exclude_self: bool = False):
-    """k nearest neighbours with scipy's cKDTree; returns (distances, indices), each Q x k.
+# ---------------------------------------------------------------------------- nearest neighbours
+#
+# Tie rule, followed by every backend: the neighbours of a query are the k points with the smallest
+# (squared distance, index) pairs, the squared distance evaluated in float64 as (dx*dx + dy*dy) + dz*dz
+# with d = query - point. Equidistant points (duplicates, points on a grid) so resolve to the lowest
+# indices, whatever the backend or thread count.
 
-    With ``exclude_self`` the query set is ``points`` and each point's own index is dropped.
-    Fewer than ``k`` available neighbours is an error, so callers decide how to degrade.
+KNN_BACKENDS = ("auto", "grid", "kdtree")
+_CELL_FACTOR = 0.6  # grid cell edge / median k-th neighbour distance (tuned in benchmarks/bench_knn.py)
+_FIRST_RADIUS = 2  # cells searched on each side of a query's cell in the first pass...
+_MAX_RADIUS = 6  # ...widened one cell per pass up to this; queries still open then use the k-d tree
+_MAX_CANDIDATES_PER_K = 64  # a block holding more than this many points per neighbour (a dense clump) too
+_SAMPLE = 64  # queries whose brute-force k-th distance sets the cell size
+_SLACK = 1e-9  # relative margin on distance bounds, far above float64 rounding
+
+
+@numba.njit(cache=True, inline="always")
+def _before(d_a, i_a, d_b, i_b):
+    """(d_a, i_a) comes first under the tie rule."""
+    return d_a < d_b or (d_a == d_b and i_a < i_b)
+
+
+@numba.njit(cache=True)
+def _sort_pairs(d, ids, n):
+    """Sort ``d[:n]`` and ``ids[:n]`` together by (d, id): shell sort, no allocation, no recursion."""
+    for gap in (57, 23, 10, 4, 1):
+        for a in range(gap, n):
+            value, index = d[a], ids[a]
+            b = a
+            while b >= gap and _before(value, index, d[b - gap], ids[b - gap]):
+                d[b] = d[b - gap]
+                ids[b] = ids[b - gap]
+                b -= gap
+            d[b] = value
+            ids[b] = index
+
+
+@numba.njit(cache=True)
+def _kth_smallest(x, n, k):
+    """The k-th smallest (1-based) of ``x[:n]`` by quickselect; reorders ``x``."""
+    lo, hi, target = 0, n - 1, k - 1
+    while lo < hi:
+        a, b, c = x[lo], x[(lo + hi) >> 1], x[hi]
+        if a > b:
+            a, b = b, a
+        if b > c:
+            b = max(a, c)
+        i, j = lo, hi
+        while i <= j:
+            while x[i] < b:
+                i += 1
+            while x[j] > b:
+                j -= 1
+            if i <= j:
+                x[i], x[j] = x[j], x[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            break
+    return x[target]
+
+
+@numba.njit(parallel=True, cache=True)
+def _sample_kth_distance(points, sample, kth):
+    """Brute-force squared distance from each sampled point to its ``kth`` (0-based, itself counted) nearest."""
+    out = np.empty(len(sample))
+    for s in numba.prange(len(sample)):
+        q0, q1, q2 = points[sample[s], 0], points[sample[s], 1], points[sample[s], 2]
+        d2 = np.empty(len(points))
+        for j in range(len(points)):
+            dx, dy, dz = q0 - points[j, 0], q1 - points[j, 1], q2 - points[j, 2]
+            d2[j] = (dx * dx + dy * dy) + dz * dz
+        out[s] = _kth_smallest(d2, len(points), kth + 1)
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _grid_pass(
+    ps,
+    orig,
+    out_row,
+    ukeys,
+    ustart,
+    ucell,
+    dims,
+    lo,
+    h,
+    cells,
+    radius,
+    k,
+    exclude_self,
+    sort,
+    max_candidates,
+    state,
+    out_d,
+    out_i,
+):
+    """k nearest of the points in ``cells`` (grid order ``ps``) among the (2 radius + 1)^3 cells around theirs.
+
+    A query is answered (``state`` 1 -> 0) only if its k-th squared distance is below that of the
+    block's nearest face, so no point outside the block can come first; others stay open (1) or,
+    when the block holds more than ``max_candidates`` points, are left to the k-d tree (2). Answers
+    go to row ``out_row[q]`` of ``out_d`` (squared distances) and ``out_i``; neighbours are named ``orig[j]``.
+    """
+    nx, ny, nz = dims[0], dims[1], dims[2]
+    side = 2 * radius + 1
+    for c_at in numba.prange(len(cells)):
+        c = cells[c_at]
+        cx, cy, cz = ucell[c, 0], ucell[c, 1], ucell[c, 2]
+        # The block's points: one contiguous run of ps per (x, y) column (keys are x-major).
+        starts = np.empty(side * side, np.int64)
+        stops = np.empty(side * side, np.int64)
+        runs, m = 0, 0
+        z_lo, z_hi = max(cz - radius, 0), min(cz + radius, nz - 1)
+        for x in range(max(cx - radius, 0), min(cx + radius, nx - 1) + 1):
+            for y in range(max(cy - radius, 0), min(cy + radius, ny - 1) + 1):
+                base = (x * ny + y) * nz
+                a = np.searchsorted(ukeys, base + z_lo)
+                b = np.searchsorted(ukeys, base + z_hi, side="right")
+                if b > a:
+                    starts[runs], stops[runs] = ustart[a], ustart[b]
+                    m += ustart[b] - ustart[a]
+                    runs += 1
+        if m > max_candidates:
+            for q in range(ustart[c], ustart[c + 1]):
+                if state[q] == 1:
+                    state[q] = 2
+            continue
+        # Faces of the block; a side at the edge of the grid has no points beyond it.
+        lo0 = -np.inf if cx - radius <= 0 else lo[0] + (cx - radius) * h
+        lo1 = -np.inf if cy - radius <= 0 else lo[1] + (cy - radius) * h
+        lo2 = -np.inf if cz - radius <= 0 else lo[2] + (cz - radius) * h
+        hi0 = np.inf if cx + radius >= nx - 1 else lo[0] + (cx + radius + 1) * h
+        hi1 = np.inf if cy + radius >= ny - 1 else lo[1] + (cy + radius + 1) * h
+        hi2 = np.inf if cz + radius >= nz - 1 else lo[2] + (cz + radius + 1) * h
+        d2 = np.empty(m)
+        ids = np.empty(m, np.int64)
+        scratch = np.empty(m)
+        tied = np.empty(m, np.int64)
+        previous, previous_reach = -1, 0.0
+        for q in range(ustart[c], ustart[c + 1]):
+            if state[q] != 1:
+                continue
+            q0, q1, q2 = ps[q, 0], ps[q, 1], ps[q, 2]
+            face = min(q0 - lo0, hi0 - q0, q1 - lo1, hi1 - q1, q2 - lo2, hi2 - q2) - _SLACK * h
+            if face <= 0:
+                continue
+            safe = face * face * (1 - _SLACK)
+            limit = safe
+            if previous >= 0:
+                # The previous query's k neighbours all lie within reach + |q - previous| of q.
+                dx, dy, dz = q0 - ps[previous, 0], q1 - ps[previous, 1], q2 - ps[previous, 2]
+                reach = (previous_reach + np.sqrt((dx * dx + dy * dy) + dz * dz)) * (1 + _SLACK)
+                limit = min(limit, reach * reach)
+            n_in = 0
+            for run in range(runs):
+                for j in range(starts[run], stops[run]):
+                    dx, dy, dz = q0 - ps[j, 0], q1 - ps[j, 1], q2 - ps[j, 2]
+                    dd = (dx * dx + dy * dy) + dz * dz
+                    if dd <= limit and not (exclude_self and j == q):
+                        d2[n_in] = dd
+                        ids[n_in] = orig[j]
+                        n_in += 1
+            previous = -1
+            if n_in < k:
+                continue
+            for j in range(n_in):
+                scratch[j] = d2[j]
+            t = _kth_smallest(scratch, n_in, k)
+            if not t < safe:
+                continue
+            row = out_row[q]
+            if sort:
+                kept = 0
+                for j in range(n_in):
+                    if d2[j] <= t:
+                        d2[kept], ids[kept] = d2[j], ids[j]
+                        kept += 1
+                _sort_pairs(d2, ids, kept)
+                for j in range(k):
+                    out_d[row, j], out_i[row, j] = d2[j], ids[j]
+            else:
+                closer, n_tied = 0, 0
+                for j in range(n_in):
+                    if d2[j] < t:
+                        out_d[row, closer], out_i[row, closer] = d2[j], ids[j]
+                        closer += 1
+                    elif d2[j] == t:
+                        scratch[n_tied], tied[n_tied] = t, ids[j]
+                        n_tied += 1
+                if n_tied > k - closer:
+                    _sort_pairs(scratch, tied, n_tied)  # the tied lowest indices complete the row
+                for j in range(k - closer):
+                    out_d[row, closer + j], out_i[row, closer + j] = t, tied[j]
+            state[q] = 0
+            previous, previous_reach = q, np.sqrt(t)
+
+
+@numba.njit(parallel=True, cache=True)
+def _rank_candidates(
+    points, queries, rows, self_index, candidates, candidate_distance, k, everything, out_d, out_i, done
+):
+    """Re-rank k-d tree candidates by the tie rule into rows ``rows`` of ``out_d`` (squared) / ``out_i``.
+
+    A row is final (``done``) if its k-th squared distance is below the tree's farthest candidate
+    distance (nothing the tree left out can tie or come first), or if ``everything`` was returned.
+    """
+    n = len(points)
+    width = candidates.shape[1]
+    for r in numba.prange(len(rows)):
+        d2 = np.empty(width)
+        ids = np.empty(width, np.int64)
+        count = 0
+        q0, q1, q2 = queries[r, 0], queries[r, 1], queries[r, 2]
+        for j in range(width):
+            index = candidates[r, j]
+            if index >= n or index == self_index[r]:
+                continue
+            dx, dy, dz = q0 - points[index, 0], q1 - points[index, 1], q2 - points[index, 2]
+            d2[count] = (dx * dx + dy * dy) + dz * dz
+            ids[count] = index
+            count += 1
+        # The tree returns them in its own distance order: insertion sort is close to linear here.
+        for a in range(1, count):
+            value, index = d2[a], ids[a]
+            b = a - 1
+            while b >= 0 and _before(value, index, d2[b], ids[b]):
+                d2[b + 1], ids[b + 1] = d2[b], ids[b]
+                b -= 1
+            d2[b + 1], ids[b + 1] = value, index
+        farthest = candidate_distance[r, width - 1]
+        done[r] = count >= k and (everything or d2[k - 1] < farthest * farthest * (1 - _SLACK))
+        if done[r]:
+            for j in range(k):
+                out_d[rows[r], j], out_i[rows[r], j] = d2[j], ids[j]
+
+
+def morton_codes(cells: np.ndarray) -> np.ndarray:
+    """63-bit Z-order codes of non-negative integer cells (n, 3), each axis < 2^21 (x in bit 0, y in 1, z in 2)."""
+    cells = np.asarray(cells).astype(np.uint64)
+    code = np.zeros(len(cells), dtype=np.uint64)
+    for axis in range(3):
+        x = cells[:, axis]
+        for shift, mask in ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F)):
+            x = (x | (x << np.uint64(shift))) & np.uint64(mask)
+        for shift, mask in ((4, 0x10C30C30C30C30C3), (2, 0x1249249249249249)):
+            x = (x | (x << np.uint64(shift))) & np.uint64(mask)
+        code |= x << np.uint64(axis)
+    return code
+
+
+def _kdtree_knn(points, k, queries, self_index, rows, threads, out_d, out_i) -> None:
+    """Exact k nearest of ``queries`` into ``out_*[rows]``: cKDTree candidates re-ranked by the tie rule.
+
+    Asking for two more candidates than needed settles nearly every row at once; a row whose k-th
+    distance ties (to within rounding) with the farthest candidate asks again for twice as many.
     """
     from scipy.spatial import cKDTree
 
-    points = np.asarray(points, dtype=np.float64)
+    n = len(points)
+    tree = cKDTree(points)
+    if self_index is None:
+        self_index = np.full(len(queries), -1, dtype=np.int64)
+    want = min(k + 1 + (self_index >= 0).any(), n)
+    pending = np.arange(len(queries))
+    while len(pending):
+        distance, candidates = tree.query(queries[pending], k=want, workers=threads or -1)
+        if want == 1:
+            distance, candidates = distance[:, None], candidates[:, None]
+        done = np.zeros(len(pending), dtype=bool)
+        with parallel_launch(threads):
+            _rank_candidates(
+                points, queries[pending], rows[pending], self_index[pending], candidates, distance, k, want == n,
+                out_d, out_i, done,
+            )  # fmt: skip
+        pending = pending[~done]
+        want = min(2 * want, n)
+
+
+def _grid_knn(points, k, exclude_self, sort, threads, out_d, out_i, rows=None) -> None:
+    """Exact k nearest of every point among ``points``: a uniform grid searched one block of cells per cell.
+
+    The cell edge is a fraction of the median k-th neighbour distance (brute force on a fixed sample),
+    so a query's k neighbours usually lie within two cells; points of one cell share the block's
+    lookups. Cells are visited along a Z-order curve, so consecutive blocks share cache lines.
+    With ``rows``, only those points are queries and their answers fill ``out_*`` in that order.
+    """
+    n = len(points)
+    queries = np.arange(n) if rows is None else rows
+    sample = np.random.default_rng(0).choice(
+        queries, size=min(len(queries), _SAMPLE if rows is None else 16), replace=False
+    )
+    kth = min(k if exclude_self else k - 1, n - 1)  # 0-based, each sampled point counted as its own 0th
+    with parallel_launch(threads):
+        reach = float(np.sqrt(np.median(_sample_kth_distance(points, sample, kth))))
+    low = points.min(axis=0)
+    extent = float((points.max(axis=0) - low).max())
+    h = max(reach * _CELL_FACTOR, extent / 2**20, 1e-12)  # at most 2^20 cells per axis: int64 keys
+    cell = np.minimum(np.floor((points - low) / h).astype(np.int64), 2**20)
+    dims = cell.max(axis=0) + 1
+    key = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ukeys, ustart, ucell = key[first], np.r_[first, n].astype(np.int64), cell[order[first]]
+    grid_points = np.ascontiguousarray(points[order])
+    if rows is None:
+        state = np.ones(n, dtype=np.int8)
+        out_row = order
+        cells = np.argsort(morton_codes(ucell), kind="stable")
+    else:
+        at = np.empty(n, dtype=np.int64)
+        at[order] = np.arange(n)
+        state = np.zeros(n, dtype=np.int8)
+        state[at[rows]] = 1
+        out_row = np.full(n, -1, dtype=np.int64)
+        out_row[at[rows]] = np.arange(len(rows))
+        cells = np.unique(np.searchsorted(ustart, at[rows], side="right") - 1)
+    radius = _FIRST_RADIUS
+    with parallel_launch(threads):
+        while True:
+            _grid_pass(
+                grid_points, order, out_row, ukeys, ustart, ucell, dims, low, h, cells, radius, k, exclude_self, sort,
+                _MAX_CANDIDATES_PER_K * k, state, out_d, out_i,
+            )  # fmt: skip
+            open_ = np.flatnonzero(state == 1)
+            if len(open_) == 0 or radius == _MAX_RADIUS:
+                break
+            radius += 1
+            cells = np.unique(np.searchsorted(ustart, open_, side="right") - 1)
+    rest = np.flatnonzero(state != 0)
+    if len(rest):
+        points_rest = order[rest]
+        _kdtree_knn(
+            points, k, points[points_rest], points_rest if exclude_self else None, out_row[rest], threads, out_d, out_i
+        )
+
+
+def knn(
+    points: np.ndarray,
+    k: int,
+    queries: np.ndarray | None = None,
+    exclude_self: bool = False,
+    *,
+    rows: np.ndarray | None = None,
+    sort: bool = True,
+    backend: str = "auto",
+    threads: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest of N x 3 ``points`` for each query; returns (distances, indices), each Q x k.
+
+    Ties follow one rule on every backend: the k points with the smallest (squared distance, index)
+    (see above), so equidistant and duplicated points resolve to the lowest indices. Rows ascend by
+    (distance, index); ``sort=False`` leaves each row's order unspecified (but deterministic) and
+    saves a per-row sort where the caller reorders anyway.
+
+    Without ``queries`` every point is a query; ``exclude_self`` then drops each point's own index
+    (a duplicate of it at distance 0 is still a neighbour). Backends: ``"grid"``, a uniform grid
+    compiled with numba, for ``queries=None`` only (the K=96 pooling graph: about 2x faster than
+    cKDTree on real maps, benchmarks/results/knn.md); ``"kdtree"``, scipy's cKDTree re-ranked by
+    the rule; ``"auto"`` picks the grid without ``queries``. ``threads``: 0 = all cores. Fewer than
+    ``k`` available neighbours is an error, so callers decide how to degrade.
+
+    ``rows`` (indices into ``points``, without ``queries``) asks for those points' rows only, in that
+    order: exactly the rows the full search returns for them (an incremental graph update).
+    """
+    if backend not in KNN_BACKENDS:
+        raise ValueError(f"backend must be one of {KNN_BACKENDS}, got {backend!r}")
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise GeometryError(f"points must be N x 3, got shape {points.shape}")
+    if exclude_self and queries is not None:
+        raise GeometryError("exclude_self searches the points among themselves: leave queries out")
     available = len(points) - (1 if exclude_self else 0)
     if k < 1 or available < k:
         raise GeometryError(f"need at least {k} neighbours, have {max(available, 0)} points")
-    tree = cKDTree(points)
-    if exclude_self:
-        dist, idx = tree.query(points, k=k + 1, workers=-1)
-        own = idx == np.arange(len(points))[:, None]
-        # Duplicated coordinates can put the point itself anywhere in the row: drop exactly one entry.
-        drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
-        keep = np.ones_like(own)
-        keep[np.arange(len(points)), drop] = False
-        return dist[keep].reshape(-1, k), idx[keep].reshape(-1, k)
-    dist, idx = tree.query(points if queries is None else np.asarray(queries, dtype=np.float64), k=k, workers=-1)
-    if k == 1:
-        dist, idx = dist[:, None], idx[:, None]
-    return dist, idx
+    if queries is not None:
+        queries = np.ascontiguousarray(queries, dtype=np.float64)
+        if queries.ndim != 2 or queries.shape[1] != 3:
+            raise GeometryError(f"queries must be Q x 3, got shape {queries.shape}")
+    if not np.isfinite(points).all() or (queries is not None and not np.isfinite(queries).all()):
+        raise GeometryError("points or queries contain NaN or inf")
+    if backend == "grid" and queries is not None:
+        raise GeometryError("the grid backend searches the points among themselves: leave queries out")
+    if rows is not None:
+        if queries is not None:
+            raise GeometryError("rows picks queries among the points: leave queries out")
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(points)):
+            raise GeometryError("rows out of range of the points")
+    count = len(points) if queries is None else len(queries)
+    count = count if rows is None else len(rows)
+    out_d, out_i = np.empty((count, k)), np.empty((count, k), dtype=np.int64)
+    if count:
+        if backend != "kdtree" and queries is None:
+            _grid_knn(points, k, exclude_self, sort, threads, out_d, out_i, rows)
+        else:
+            out_rows = np.arange(count)
+            targets = points if queries is None else queries
+            picked = out_rows if rows is None else rows
+            self_index = picked if exclude_self else None
+            _kdtree_knn(points, k, targets[picked], self_index, out_rows, threads, out_d, out_i)
+    return np.sqrt(out_d, out=out_d), out_i

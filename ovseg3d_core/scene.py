@@ -18,6 +18,12 @@ integrated voxels (oldest integration tick; ties: fewest observations first) are
 instead of running on every frame once the cap is reached; the cap always holds after an
 ``integrate`` call. Ticks (not stamps) decide, so replayed bags with repeated or zero stamps
 still evict in arrival order.
+
+Change tracking, for consumers that update derived data in place of recomputing it (incremental
+purification): every feature write stamps its voxels with the map version (:meth:`feature_changes`),
+and :attr:`layout` counts the renumberings of slots (eviction, reset, load), between which a slot
+keeps its voxel and new voxels take the next slots. Normals are updated where the geometry changed
+(see :meth:`normals`).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import numpy as np
 from ovseg3d_core.atomic_file import atomic_savez
 from ovseg3d_core.config import Config, setting
 from ovseg3d_core.frame import RGBDFrame
-from ovseg3d_core.geometry import GeometryError, backproject_depth, pack_voxel_keys, voxel_coords
+from ovseg3d_core.geometry import GeometryError, backproject_depth, pack_voxel_keys, unpack_voxel_keys, voxel_coords
 from ovseg3d_core.jit import lanes, load_float, parallel_launch, store_float
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -43,6 +49,40 @@ FORMAT_VERSION = 2
 
 _FEATURE_MEAN = "feature_mean"
 _FEATURE_WEIGHT = "feature_weight"
+_NORMALS_FULL_FRACTION = 0.3  # above this share of voxels to re-estimate, one Open3D pass over the map is cheaper
+_DENSE_CELLS = 1 << 25  # largest grid chebyshev_neighbourhood dilates (32 MB)
+
+
+def chebyshev_neighbourhood(coords: np.ndarray, seeds: np.ndarray, radius: int) -> np.ndarray:
+    """Mask of the integer voxel ``coords`` (N x 3) within Chebyshev distance ``radius`` of any of ``seeds`` (M x 3).
+
+    A box dilation of the seeds on a dense grid over their bounding box; when that box would hold
+    more than ``_DENSE_CELLS`` voxels, the grid is of cubic blocks (a superset: every voxel within
+    ``radius`` passes, none beyond ``radius`` plus two blocks).
+    """
+    from scipy.ndimage import maximum_filter1d
+
+    coords = np.asarray(coords, dtype=np.int64)
+    seeds = np.asarray(seeds, dtype=np.int64).reshape(-1, 3)
+    if len(coords) == 0 or len(seeds) == 0:
+        return np.zeros(len(coords), dtype=bool)
+    radius = max(int(radius), 0)
+    extent = seeds.max(axis=0) - seeds.min(axis=0) + 2 * radius + 1
+    block = 1
+    while int(np.prod(-(-extent // block) + 2)) > _DENSE_CELLS:
+        block *= 2
+    reach = -(-radius // block)  # |block(u) - block(v)| <= ceil(radius / block) when |u - v| <= radius
+    low = seeds.min(axis=0) // block - reach
+    cells = seeds // block - low
+    grid = np.zeros(cells.max(axis=0) + reach + 1, dtype=np.uint8)
+    grid[cells[:, 0], cells[:, 1], cells[:, 2]] = 1
+    for axis in range(3):
+        grid = maximum_filter1d(grid, 2 * reach + 1, axis=axis, mode="constant")
+    at = coords // block - low
+    inside = np.all((at >= 0) & (at < np.array(grid.shape)), axis=1)
+    mask = np.zeros(len(coords), dtype=bool)
+    mask[inside] = grid[at[inside, 0], at[inside, 1], at[inside, 2]] > 0
+    return mask
 
 
 @numba.njit(parallel=True, cache=True)
@@ -121,11 +161,14 @@ class SceneMap:
         }
         self._channels: dict[str, np.ndarray] = {}
         self._channel_fill: dict[str, float] = {}
+        self._feature_stamps = np.empty(0, np.int64)  # per slot: map version of the last feature write
         self._tick = 0
         self._version += 1  # versions only grow, so caches keyed on them never alias after a reset
         self._geometry_version += 1
+        self._layout = getattr(self, "_layout", 0) + 1
         self._positions_cache: tuple[int, np.ndarray] | None = None
         self._normals_cache: tuple[int, np.ndarray] | None = None
+        self._raw_normals: _RawNormals | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -143,6 +186,11 @@ class SceneMap:
     def version(self) -> int:
         """Increases on every change; lets callers cache derived data."""
         return self._version
+
+    @property
+    def layout(self) -> int:
+        """Increases whenever slots are renumbered (eviction, reset, load); in between, slot i stays one voxel."""
+        return self._layout
 
     @property
     def keys(self) -> np.ndarray:
@@ -177,24 +225,64 @@ class SceneMap:
 
     def normals(self) -> np.ndarray:
         """Unit normals (Nx3 float32) by PCA over neighbouring voxels (Open3D), oriented towards
-        the cameras that observed each voxel; computed on demand and cached until the map changes."""
+        the cameras that observed each voxel; cached until the map changes.
+
+        After a change only the voxels within the search radius of a voxel that appeared, moved or
+        was evicted are re-estimated, by the same Open3D call on a crop of the map holding every
+        voxel within the radius of them: a normal is a function of the voxels inside its search
+        ball, so the result is the full computation's (bit for bit in every comparison made, e.g.
+        tests/test_incremental_purification.py; Open3D orders exactly equidistant neighbours by its
+        k-d tree, so a tie could only change a sum's rounding). More than a third of the map to
+        redo, or no earlier estimate, runs the one full pass.
+        """
         if self._normals_cache is not None and self._normals_cache[0] == self._geometry_version:
             return self._normals_cache[1].copy()
         if self._n < 3:
             normals = np.zeros((self._n, 3), np.float32)
+            self._raw_normals = None
         else:
-            import open3d as o3d
-
-            cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(self.positions().astype(np.float64)))
-            radius = self.config.normal_radius_voxels * self.voxel_size
-            search = o3d.geometry.KDTreeSearchParamHybrid(radius=radius, max_nn=self.config.normal_max_nn)
-            cloud.estimate_normals(search)
-            normals = np.asarray(cloud.normals, dtype=np.float32)
+            raw = self._estimated_normals()
+            normals = raw.copy()
             view = self._arrays["view_sum"][: self._n]
             flip = np.einsum("ij,ij->i", normals, view) < 0
             normals[flip] *= -1
         self._normals_cache = (self._geometry_version, normals)
         return normals.copy()
+
+    def _estimated_normals(self) -> np.ndarray:
+        """Unoriented PCA normals of every voxel, re-estimated only where the geometry changed."""
+        positions = self.positions(copy=False)
+        cached = self._raw_normals
+        if cached is not None:
+            m = len(cached.positions)
+            moved = np.flatnonzero(np.any(positions[:m] != cached.positions, axis=1))
+            changed = np.concatenate([moved, np.arange(m, self._n)])
+            seeds = np.concatenate([self._arrays["keys"][changed], cached.removed])
+            coords = unpack_voxel_keys(self._arrays["keys"][: self._n])
+            reach = int(np.ceil(self.config.normal_radius_voxels - 1e-9))
+            redo = chebyshev_neighbourhood(coords, unpack_voxel_keys(seeds), reach) if len(seeds) else None
+            if redo is None:
+                raw = cached.normals
+            elif np.count_nonzero(redo) <= _NORMALS_FULL_FRACTION * self._n:
+                crop = np.flatnonzero(chebyshev_neighbourhood(coords, coords[redo], reach))
+                raw = np.empty((self._n, 3), np.float32)
+                raw[:m] = cached.normals
+                redo = np.flatnonzero(redo)
+                raw[redo] = self._open3d_normals(positions[crop])[np.searchsorted(crop, redo)]
+            else:
+                raw = self._open3d_normals(positions)
+        else:
+            raw = self._open3d_normals(positions)
+        self._raw_normals = _RawNormals(raw, positions, np.empty(0, np.int64))
+        return raw
+
+    def _open3d_normals(self, positions: np.ndarray) -> np.ndarray:
+        import open3d as o3d
+
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(positions.astype(np.float64)))
+        radius = self.config.normal_radius_voxels * self.voxel_size
+        cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius, max_nn=self.config.normal_max_nn))
+        return np.asarray(cloud.normals, dtype=np.float32)
 
     # -------------------------------------------------------------- features
     @property
@@ -210,16 +298,33 @@ class SceneMap:
             return np.zeros((self._n, self.config.feature_dim), np.float32)
         return mean[: self._n].astype(np.float32)
 
+    def stored_features(self) -> np.ndarray:
+        """The N x D features as stored (``feature_dtype``, float16 by default) without a copy.
+
+        A read-only view of the live storage: valid until the map changes (lifting writes it in place).
+        """
+        mean = self._channels.get(_FEATURE_MEAN)
+        if mean is None:
+            return self.features()
+        view = mean[: self._n]
+        view.flags.writeable = False
+        return view
+
     def feature_weights(self) -> np.ndarray:
         """Accumulated weight (number of contributing views) of each voxel's feature."""
         weight = self._channels.get(_FEATURE_WEIGHT)
         return np.zeros(self._n, np.float32) if weight is None else weight[: self._n].copy()
+
+    def feature_changes(self, since: int) -> np.ndarray:
+        """Slots whose feature was written after map version ``since`` (ascending)."""
+        return np.flatnonzero(self._feature_stamps[: self._n] > since)
 
     def clear_features(self) -> None:
         """Drop all features and attached channels, keep the geometry (e.g. a new 2D encoder)."""
         self._channels.clear()
         self._channel_fill.clear()
         self._version += 1
+        self._feature_stamps[: self._n] = self._version
 
     def _ensure_features(self, dim: int) -> None:
         expected = self.feature_dim or self.config.feature_dim
@@ -263,6 +368,7 @@ class SceneMap:
             _running_mean_update(lanes(storage), lanes(source), slots, rows, alpha)
         weight[slots] = new_weight
         self._version += 1
+        self._feature_stamps[slots] = self._version
 
     def set_features(self, slots: np.ndarray, values: np.ndarray, weights: np.ndarray) -> None:
         """Overwrite the fused feature and weight of ``slots`` (fusion modes that are not a running mean)."""
@@ -272,6 +378,7 @@ class SceneMap:
         self._channels[_FEATURE_MEAN][slots] = values
         self._channels[_FEATURE_WEIGHT][slots] = weights
         self._version += 1
+        self._feature_stamps[slots] = self._version
 
     def channel(self, name: str, shape: tuple[int, ...], dtype: np.dtype | type, fill: float = 0) -> np.ndarray:
         """A named per-voxel array (capacity x ``shape``), created on first use; index it by slot.
@@ -429,6 +536,9 @@ class SceneMap:
                 grown = np.zeros((capacity, *old.shape[1:]), old.dtype)
                 grown[: self._n] = old[: self._n]
                 store[name] = grown
+        stamps = np.zeros(capacity, np.int64)
+        stamps[: self._n] = self._feature_stamps[: self._n]
+        self._feature_stamps = stamps
 
     def _clear_slots(self, start: int, stop: int) -> None:
         """Reset storage rows about to hold new voxels (they may hold evicted voxels' data)."""
@@ -436,21 +546,26 @@ class SceneMap:
             array[start:stop] = 0
         for name, array in self._channels.items():
             array[start:stop] = self._channel_fill[name]
+        self._feature_stamps[start:stop] = self._version
 
     def _keep(self, keep: np.ndarray) -> None:
         """Compact storage to the slots in ``keep`` (sorted), preserving their relative order."""
         keep = np.sort(np.asarray(keep, dtype=np.int64))
+        if self._raw_normals is not None:
+            self._raw_normals = self._raw_normals.compacted(keep, self._arrays["keys"])
         remap = np.full(self._capacity, -1, np.int64)
         remap[keep] = np.arange(len(keep))
         for store in (self._arrays, self._channels):
             for name, array in store.items():
                 store[name][: len(keep)] = array[keep]
+        self._feature_stamps[: len(keep)] = self._feature_stamps[keep]
         kept = remap[self._sorted_slots] >= 0
         self._sorted_keys = self._sorted_keys[kept]
         self._sorted_slots = remap[self._sorted_slots[kept]]
         self._n = len(keep)
         self._version += 1
         self._geometry_version += 1
+        self._layout += 1
 
     def _evict(self) -> None:
         target = max(1, int(self.config.max_voxels * (1.0 - self.config.eviction_headroom)))
@@ -493,9 +608,11 @@ class SceneMap:
         self._sorted_slots = order.astype(np.int64)
         if len(np.unique(self._sorted_keys)) != self._n:
             raise SceneFormatError("duplicate voxel keys")
+        self._feature_stamps = np.full(self._n, self._version + 1, np.int64)
         self._tick = tick
         self._version += 1
         self._geometry_version += 1
+        self._layout += 1
 
     # ------------------------------------------------------------------- I/O
     def to_ply(
@@ -576,6 +693,24 @@ class SceneMap:
         if len(scene) > scene.config.max_voxels:  # a smaller cap given at load time still holds
             scene._evict()
         return scene
+
+
+@dataclass
+class _RawNormals:
+    """Unoriented normals of the first ``len(normals)`` slots, the positions they were estimated at, and the
+    packed keys of voxels evicted since (their neighbours' normals are stale)."""
+
+    normals: np.ndarray
+    positions: np.ndarray
+    removed: np.ndarray
+
+    def compacted(self, keep: np.ndarray, keys: np.ndarray) -> _RawNormals:
+        """The estimate for the slots ``keep`` (sorted) of a compaction; ``keys``: the slots' keys before it."""
+        m = len(self.normals)
+        cached = keep[keep < m]
+        gone = np.ones(m, dtype=bool)
+        gone[cached] = False
+        return _RawNormals(self.normals[cached], self.positions[cached], np.concatenate([self.removed, keys[:m][gone]]))
 
 
 def _migrate_v1(contents: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -6,8 +6,11 @@
 
 It owns the voxel map, the 2D feature source, the lifter, the purification (GeoPurify student,
 plain geometric affinity, or their product) and the labeler, and keeps them consistent: geometry can grow every
-frame, features are lifted at keyframes, and the pooling operator is rebuilt only when the map
-changed since the last :meth:`purify` (a vocabulary change on a purified map reuses it).
+frame, features are lifted at keyframes, and :meth:`purify` brings the purification up to date when
+the map changed since the last one: by default only where it changed (the kNN graph, student
+embeddings, operator rows and pooled scores a change can reach; :mod:`ovseg3d_core.purify.incremental`),
+with a full rebuild on ``purify(force=True)``, for large changes, or after a reset or load (a
+vocabulary change on a purified map reuses it).
 
 Without 2D model weights (no ``encoders.checkpoint``) it still maps geometry; :attr:`missing_model`
 says why nothing can be labeled, and :meth:`set_encoders` attaches a model later.
@@ -15,7 +18,6 @@ says why nothing can be labeled, and :meth:`set_encoders` attaches a model later
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,8 @@ from ovseg3d_core.geometry import unpack_voxel_keys
 from ovseg3d_core.labeling import Labeler, Labeling, LabelingConfig, check_vocabulary
 from ovseg3d_core.lifting import FeatureLifter, LiftingConfig
 from ovseg3d_core.paths import student_checkpoint
-from ovseg3d_core.purify.pooling import GeometryGuidedPooling, PoolingConfig, PoolingOperator, warm_up
+from ovseg3d_core.purify.incremental import IncrementalConfig, IncrementalPurifier
+from ovseg3d_core.purify.pooling import PoolingConfig, PoolingOperator, warm_up
 from ovseg3d_core.scene import SceneConfig, SceneMap
 
 PURIFICATION_MODES = ("student_geometric", "student", "geometric", "none")
@@ -58,6 +61,9 @@ class SegmenterConfig(Config):
     )
     student_checkpoint: str = setting("", "student weights file; empty = the shipped geometry-only student")
     pooling: PoolingConfig = setting(PoolingConfig(), "geometry-guided pooling")
+    incremental: IncrementalConfig = setting(
+        IncrementalConfig(), "incremental purification: update only what a change of the map can reach"
+    )
     labeling: LabelingConfig = setting(LabelingConfig(), "vocabulary labeling")
     vocabulary: list[str] = setting(list(SCANNET20_CLASSES), "initial vocabulary (ScanNet20 names)")
 
@@ -81,6 +87,9 @@ class PurifyReport:
     pooling_ms: float = 0.0
     observed_voxels: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    kind: str = "full"  # "full" (rebuilt) or "incremental" (updated where the map changed)
+    changed_voxels: int = 0  # voxels that appeared, were evicted, moved, changed colour/normal or were lifted
+    region_voxels: int = 0  # voxels whose pooled scores were recomputed
 
 
 class SegmenterError(ValueError):
@@ -110,9 +119,19 @@ class SceneSegmenter:
         self._student_failure: tuple[tuple, Exception] | None = None
         self._purified_version: int | None = None
         self._kernels_warm = False
+        self._purifier = self._new_purifier()
         self.last_purify: PurifyReport | None = None
         self.keyframes = 0
         self.set_encoders(self.config.encoders)
+
+    @property
+    def purifier(self) -> IncrementalPurifier:
+        """What the last purification kept (graph, embeddings, operator) for the next one to update."""
+        return self._purifier
+
+    def _new_purifier(self) -> IncrementalPurifier:
+        config = self.config
+        return IncrementalPurifier(config.purification, config.pooling, config.incremental, self._load_student)
 
     # ------------------------------------------------------------------ models
     def set_encoders(self, encoders: EncoderConfig) -> None:
@@ -130,6 +149,7 @@ class SceneSegmenter:
         self.config = self.config.replace(encoders=encoders)
         if models is not None and models.agreement is not None:
             self.lifter.set_agreement_classes(models.agreement)
+        self._purifier.invalidate()
         self._purified_version = None
         self.last_purify = None
 
@@ -232,29 +252,18 @@ class SceneSegmenter:
         feats = student_input_features(student.config, coords, self.scene.colors(), self.scene.normals(), semantic)
         return embed_voxels(student, coords, feats)
 
-    def pooling_operator(self) -> tuple[PoolingOperator | None, dict[str, float]]:
-        """The propagation operator of the configured purification for the current map."""
-        mode, timings = self.config.purification, {}
-        if mode == "none":
-            return None, timings
+    def _warm_kernels(self, timings: dict[str, float]) -> None:
         if not self._kernels_warm:  # compiled (or loaded from numba's cache) here, not in a label request
             timings["jit_ms"] = warm_up(self.config.pooling.threads) * 1e3
             self._kernels_warm = True
-        pooling = GeometryGuidedPooling(self.config.pooling)
-        start = time.perf_counter()
-        positions, colors, normals = self.scene.positions(), self.scene.colors(), self.scene.normals()
-        if mode == "geometric":
-            operator = pooling.from_geometry(positions, colors, normals)
-        else:
-            embeddings = self.student_embeddings()
-            timings["student_ms"] = (time.perf_counter() - start) * 1e3
-            start = time.perf_counter()
-            if mode == "student":
-                operator = pooling.from_embeddings(positions, embeddings)
-            else:
-                operator = pooling.from_embeddings_and_geometry(positions, embeddings, colors, normals)
-        timings["pooling_ms"] = (time.perf_counter() - start) * 1e3
-        return operator, timings
+
+    def pooling_operator(self) -> tuple[PoolingOperator | None, dict[str, float]]:
+        """The propagation operator of the configured purification for the current map, built from scratch."""
+        timings: dict[str, float] = {}
+        if self.config.purification != "none":
+            self._warm_kernels(timings)
+        operator, built, _ = self._purifier.build_operator(self.scene)
+        return operator, {**timings, **built}
 
     def set_purification(self, mode: str) -> None:
         """Switch the purification mode; the lifted features stay, the next :meth:`purify` rebuilds the operator.
@@ -262,10 +271,16 @@ class SceneSegmenter:
         An evaluation compares modes on one lifted map this way instead of lifting it once per mode.
         """
         self.config = self.config.replace(purification=mode)  # validated: an unknown mode raises ConfigError
+        self._purifier = self._new_purifier()
         self._purified_version = None
 
     def purify(self, force: bool = False) -> PurifyReport:
-        """Rebuild the labeler's scene (features + pooling operator) if the map changed."""
+        """Bring the labeler's scene (features + pooling operator + pooled scores) up to date with the map.
+
+        Updates only what changed since the last purification (``incremental`` settings), or
+        rebuilds everything with ``force`` (the reference an update is compared against). A map whose
+        version moved without any voxel changing keeps the previous result.
+        """
         if len(self.scene) == 0:
             raise SegmenterError("the scene map is empty: integrate frames before purifying")
         self._require_models()
@@ -273,18 +288,26 @@ class SceneSegmenter:
             raise SegmenterError("no features have been lifted yet: add a keyframe first")
         if not force and self._purified_version == self.scene.version and self.last_purify is not None:
             return self.last_purify
-        operator, timings = self.pooling_operator()
-        features = self.scene.features()
-        self.labeler.set_scene(features, operator)
+        timings: dict[str, float] = {}
+        if self.config.purification != "none":
+            self._warm_kernels(timings)
+        update = self._purifier.purify(self.scene, self.labeler, force=force)
         self._purified_version = self.scene.version
+        if update.kind == "unchanged" and self.last_purify is not None:
+            return self.last_purify
+        timings.update(update.timings)
+        pooling_parts = ("pooling_ms", "remap_ms", "graph_scan_ms", "knn_ms", "weights_ms", "region_ms", "labeler_ms")
         observed = int(np.count_nonzero(self.scene.feature_weights() > 0))
         self.last_purify = PurifyReport(
             voxels=len(self.scene),
             mode=self.config.purification,
             student_ms=timings.get("student_ms", 0.0),
-            pooling_ms=timings.get("pooling_ms", 0.0),
+            pooling_ms=sum(timings.get(name, 0.0) for name in pooling_parts),
             observed_voxels=observed,
             timings=timings,
+            kind=update.kind,
+            changed_voxels=update.changed_voxels,
+            region_voxels=update.region_voxels,
         )
         return self.last_purify
 
@@ -316,6 +339,7 @@ class SceneSegmenter:
     def reset(self) -> None:
         """Forget the map (vocabulary and loaded models stay)."""
         self.scene.reset()
+        self._purifier.invalidate()
         self._purified_version = None
         self.last_purify = None
         self.keyframes = 0
@@ -326,5 +350,6 @@ class SceneSegmenter:
     def load(self, path: str | Path) -> None:
         """Replace the map with a saved one; on error the current map stays."""
         self.scene = SceneMap.load(path, self.config.scene)
+        self._purifier.invalidate()
         self._purified_version = None
         self.last_purify = None

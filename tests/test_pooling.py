@@ -12,8 +12,8 @@ from ovseg3d_core.purify.pooling import (
     PoolingConfig,
     PoolingError,
     PoolingOperator,
-    _propagate_rows,
-    _propagate_split_rows,
+    _propagate_region,
+    _propagate_region_split,
     morton_order,
     warm_up,
 )
@@ -168,11 +168,11 @@ def test_thread_count_does_not_change_the_result():
 def test_warm_up_leaves_no_width_to_compile():
     """A robot's first vocabulary change, whatever its size, must not wait for the compiler."""
     assert warm_up() >= 0.0
-    compiled = len(_propagate_rows.signatures) + len(_propagate_split_rows.signatures)
+    compiled = len(_propagate_region.signatures) + len(_propagate_region_split.signatures)
     op = random_operator(n=50, k=4)
     for width in range(1, 70):
         np.testing.assert_allclose(op.propagate(np.ones((50, width), np.float32)), 1.0, rtol=1e-5)
-    assert len(_propagate_rows.signatures) + len(_propagate_split_rows.signatures) == compiled
+    assert len(_propagate_region.signatures) + len(_propagate_region_split.signatures) == compiled
 
 
 def test_constant_field_stays_constant():

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ovseg3d_core.config import Config, setting
-from ovseg3d_core.geometry import knn
+from ovseg3d_core.geometry import knn, morton_codes, pack_voxel_keys
 from ovseg3d_core.jit import float32_vector, load_vector, multiply_add, parallel_launch, store_vector
 
 _ALIGNMENT = 64
@@ -63,73 +63,101 @@ def morton_order(positions: np.ndarray, bits: int = 16) -> np.ndarray:
     positions = np.asarray(positions, dtype=np.float64)
     low = positions.min(axis=0)
     extent = max(float((positions.max(axis=0) - low).max()), 1e-12)
-    cells = np.clip((positions - low) / extent * ((1 << bits) - 1), 0, (1 << bits) - 1).astype(np.uint64)
-    code = np.zeros(len(positions), dtype=np.uint64)
-    for axis in range(3):
-        x = cells[:, axis]
-        for shift, mask in ((32, 0x1F00000000FFFF), (16, 0x1F0000FF0000FF), (8, 0x100F00F00F00F00F)):
-            x = (x | (x << np.uint64(shift))) & np.uint64(mask)
-        for shift, mask in ((4, 0x10C30C30C30C30C3), (2, 0x1249249249249249)):
-            x = (x | (x << np.uint64(shift))) & np.uint64(mask)
-        code |= x << np.uint64(axis)
-    return np.argsort(code, kind="stable")
+    cells = np.clip((positions - low) / extent * ((1 << bits) - 1), 0, (1 << bits) - 1)
+    return np.argsort(morton_codes(cells), kind="stable")
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _propagate_rows(neighbours, weights, state, scratch, iterations, zero_row):
-    """A^iterations applied to the N x lanes row-major float32 ``state``; returns the buffer holding it.
+def voxel_morton_codes(keys: np.ndarray) -> np.ndarray:
+    """63-bit Morton codes of packed voxel keys (:func:`ovseg3d_core.geometry.pack_voxel_keys`).
 
-    ``zero_row`` is a tuple of ``lanes`` float32 zeros, so each width is its own compiled type
-    signature. ``state`` and ``scratch`` take turns as source and target. Each row sums its
-    neighbours' rows in stored (ascending id) order, one multiply and one add per term, as a
-    sequential CSR product does.
+    Each code depends on its own voxel only, so sorting by it (:func:`voxel_order`) gives every pair of
+    voxels the same relative order whatever else the map holds: the order in which pooling breaks
+    distance ties and sums a row's terms stays put while a map grows or loses voxels.
     """
-    lanes = len(zero_row)
-    source, target = state, scratch
-    for _ in range(iterations):
-        for i in numba.prange(neighbours.shape[0]):
-            total = float32_vector(zero_row)
-            for j in range(neighbours.shape[1]):
-                total = multiply_add(total, weights[i, j], load_vector(source, neighbours[i, j] * lanes, total))
-            store_vector(target, i * lanes, total)
-        source, target = target, source
-    return source
+    keys = np.asarray(keys, dtype=np.int64).astype(np.uint64)
+    mask = np.uint64((1 << 21) - 1)
+    return morton_codes(np.stack([(keys >> np.uint64(shift)) & mask for shift in (42, 21, 0)], axis=1))
+
+
+def voxel_order(keys: np.ndarray) -> np.ndarray:
+    """Permutation sorting voxels by :func:`voxel_morton_codes` (a map-independent Z-order)."""
+    return np.argsort(voxel_morton_codes(keys), kind="stable")
+
+
+def voxel_keys_of(positions: np.ndarray, voxel_size: float) -> np.ndarray:
+    """Packed keys of the voxels of edge ``voxel_size`` holding ``positions`` (for :func:`voxel_order`)."""
+    return pack_voxel_keys(np.floor(np.asarray(positions, dtype=np.float64) / voxel_size).astype(np.int64))
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _propagate_split_rows(
-    neighbours, weights, wide, wide_scratch, tail, tail_scratch, iterations, wide_zero, tail_zero
-):
-    """:func:`_propagate_rows` of two buffers at once (e.g. 16 + 4 columns): one pass over A for both."""
-    wide_lanes, tail_lanes = len(wide_zero), len(tail_zero)
-    for _ in range(iterations):
-        for i in numba.prange(neighbours.shape[0]):
-            wide_total, tail_total = float32_vector(wide_zero), float32_vector(tail_zero)
-            for j in range(neighbours.shape[1]):
-                row, weight = neighbours[i, j], weights[i, j]
-                wide_total = multiply_add(wide_total, weight, load_vector(wide, row * wide_lanes, wide_total))
-                tail_total = multiply_add(tail_total, weight, load_vector(tail, row * tail_lanes, tail_total))
-            store_vector(wide_scratch, i * wide_lanes, wide_total)
-            store_vector(tail_scratch, i * tail_lanes, tail_total)
-        wide, wide_scratch = wide_scratch, wide
-        tail, tail_scratch = tail_scratch, tail
-    return wide, tail
+def _graph_rows(distances, neighbours):
+    """Each row's ids sorted ascending (int32) and its largest distance (the k-th neighbour's)."""
+    n, k = neighbours.shape
+    ids = np.empty((n, k), dtype=np.int32)
+    farthest = np.zeros(n)
+    for i in numba.prange(n):
+        row = np.sort(neighbours[i])
+        for j in range(k):
+            ids[i, j] = row[j]
+        top = 0.0
+        for j in range(k):
+            top = max(top, distances[i, j])
+        farthest[i] = top
+    return ids, farthest
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _row_distances(rows, neighbours, order, positions):
+    """float32 distance of row ``rows[r]`` (sorted index) to each of its neighbours, as :func:`knn` evaluates
+    it: float64 ``(dx*dx + dy*dy) + dz*dz`` with d = query - neighbour, square-rooted, then rounded."""
+    n, k = neighbours.shape
+    out = np.empty((n, k), dtype=np.float32)
+    for r in numba.prange(n):
+        i = order[rows[r]]
+        for j in range(k):
+            m = order[neighbours[r, j]]
+            dx = positions[i, 0] - positions[m, 0]
+            dy = positions[i, 1] - positions[m, 1]
+            dz = positions[i, 2] - positions[m, 2]
+            out[r, j] = np.float32(np.sqrt((dx * dx + dy * dy) + dz * dz))
+    return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _unit_rows(values):
+    """float32 rows scaled to unit length (rows of norm below 1e-12 divided by 1e-12)."""
+    n, d = values.shape
+    out = np.empty((n, d), dtype=np.float32)
+    for i in numba.prange(n):
+        total = np.float32(0.0)
+        for j in range(d):
+            v = np.float32(values[i, j])
+            out[i, j] = v
+            total += v * v
+        norm = max(np.float32(np.sqrt(total)), np.float32(1e-12))
+        for j in range(d):
+            out[i, j] = out[i, j] / norm
+    return out
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _affinity_logits(neighbours, distances, unit, rgb, normals, scale, distance_weight, color_weight, sharpness):
-    """N x K logits: scale x cos(unit) - distance_weight d^2 - color_weight |drgb|^2 + sharpness (|n.n| - 1).
+def _affinity_logits(
+    rows, neighbours, distances, order, unit, rgb, normals, scale, distance_weight, color_weight, sharpness
+):
+    """Logits of rows ``rows`` (sorted indices; voxel ``order[rows[r]]``) over their sorted ``neighbours``:
+    scale x cos(unit) - distance_weight d^2 - color_weight |drgb|^2 + sharpness (|n.n| - 1).
 
-    A term whose per-voxel array has no rows is left out. One pass per row, no N x K x D temporaries
-    (numpy's gathers took seconds and gigabytes on a 300k-voxel map).
+    Per-voxel arrays are in the caller's order; a term whose array has no rows is left out. One pass
+    per row, no R x K x D temporaries (numpy's gathers took seconds and gigabytes on a 300k-voxel map).
     """
     n, k = neighbours.shape
     logits = np.empty((n, k), dtype=np.float32)
     dims = unit.shape[1]
-    for i in numba.prange(n):
+    for r in numba.prange(n):
+        i = order[rows[r]]
         for j in range(k):
-            m = neighbours[i, j]
-            value = -distance_weight * distances[i, j] * distances[i, j]
+            m = order[neighbours[r, j]]
+            value = -distance_weight * distances[r, j] * distances[r, j]
             if unit.shape[0] > 0:
                 dot = np.float32(0.0)
                 for d in range(dims):
@@ -145,29 +173,76 @@ def _affinity_logits(neighbours, distances, unit, rgb, normals, scale, distance_
                 for c in range(3):
                     alignment += normals[i, c] * normals[m, c]
                 value += sharpness * (abs(alignment) - np.float32(1.0))
-            logits[i, j] = value
+            logits[r, j] = value
     return logits
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _softmax_rows_by_id(logits, neighbours):
-    """Row softmax of the N x K logits, each row's (id, weight) pairs sorted by ascending id.
-
-    Ascending ids are the summation order of the CSR product the kernel replaced, and a forward
-    memory walk.
-    """
-    n, k = neighbours.shape
-    ids = np.empty((n, k), dtype=np.int32)
+def _softmax_rows(logits):
+    """Row softmax of the R x K logits (a row's terms summed in neighbour-id order, as they are stored)."""
+    n, k = logits.shape
     weights = np.empty((n, k), dtype=np.float32)
     for i in numba.prange(n):
         top = logits[i].max()
         row = np.exp(logits[i] - top)
         row /= row.sum()
-        by_id = np.argsort(neighbours[i])
         for j in range(k):
-            ids[i, j] = neighbours[i, by_id[j]]
-            weights[i, j] = row[by_id[j]]
-    return ids, weights
+            weights[i, j] = row[j]
+    return weights
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _forward_hop(neighbours, frontier, level, hop):
+    """Give level ``hop`` to the unlevelled neighbours of the ``frontier`` rows (writers agree on the value)."""
+    for q in numba.prange(len(frontier)):
+        i = frontier[q]
+        for j in range(neighbours.shape[1]):
+            m = neighbours[i, j]
+            if level[m] < 0:
+                level[m] = hop
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _propagate_region(neighbours, weights, state, scratch, counts, zero_row):
+    """A applied len(counts) times to the row-major float32 ``state``; step t updates rows ``[0, counts[t])``.
+
+    ``zero_row`` is a tuple of ``lanes`` float32 zeros, so each width is its own compiled type
+    signature. ``state`` and ``scratch`` take turns as source and target; the returned buffer holds
+    the result. Each row sums its neighbours' rows in stored (ascending id) order, one multiply and
+    one add per term, as a sequential CSR product does. The whole map is every count equal to N.
+    For a region, rows are ordered by hop distance from its outputs, so each step's rows are a
+    prefix of the previous step's; rows past ``counts[0]`` (the outermost support, and fixed
+    boundary rows present in both buffers) are read, never written. Every updated row sums the same
+    terms in the same order as for the whole map, so its values are bit-identical.
+    """
+    lanes = len(zero_row)
+    source, target = state, scratch
+    for t in range(len(counts)):
+        for i in numba.prange(counts[t]):
+            total = float32_vector(zero_row)
+            for j in range(neighbours.shape[1]):
+                total = multiply_add(total, weights[i, j], load_vector(source, neighbours[i, j] * lanes, total))
+            store_vector(target, i * lanes, total)
+        source, target = target, source
+    return source
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _propagate_region_split(neighbours, weights, wide, wide_scratch, tail, tail_scratch, counts, wide_zero, tail_zero):
+    """:func:`_propagate_region` of two buffers at once (e.g. 16 + 4 columns): one pass over A for both."""
+    wide_lanes, tail_lanes = len(wide_zero), len(tail_zero)
+    for t in range(len(counts)):
+        for i in numba.prange(counts[t]):
+            wide_total, tail_total = float32_vector(wide_zero), float32_vector(tail_zero)
+            for j in range(neighbours.shape[1]):
+                row, weight = neighbours[i, j], weights[i, j]
+                wide_total = multiply_add(wide_total, weight, load_vector(wide, row * wide_lanes, wide_total))
+                tail_total = multiply_add(tail_total, weight, load_vector(tail, row * tail_lanes, tail_total))
+            store_vector(wide_scratch, i * wide_lanes, wide_total)
+            store_vector(tail_scratch, i * tail_lanes, tail_total)
+        wide, wide_scratch = wide_scratch, wide
+        tail, tail_scratch = tail_scratch, tail
+    return wide, tail
 
 
 def _layout(width: int) -> tuple[int, ...]:
@@ -189,6 +264,31 @@ def _aligned_rows(rows: int, lanes: int) -> np.ndarray:
     return raw[offset : offset + rows * lanes].reshape(rows, lanes)
 
 
+def _propagate_group(neighbours, weights, counts, initial: np.ndarray, fixed_from: int, threads: int) -> np.ndarray:
+    """:func:`_propagate_region` on at most 32 columns of ``initial`` in zero-padded aligned buffers
+    (see :func:`_layout`); rows from ``fixed_from`` on are held at their initial values."""
+    width, buffers, at = initial.shape[1], [], 0
+    for lanes in _layout(width):
+        used = min(lanes, width - at)
+        state, scratch = _aligned_rows(len(initial), lanes), _aligned_rows(len(initial), lanes)
+        state[:, :used] = initial[:, at : at + used]
+        scratch[fixed_from:, :used] = initial[fixed_from:, at : at + used]  # held rows are read from both
+        for buffer in (state, scratch):
+            buffer[:, used:] = 0.0
+        buffers.append((state, scratch, (np.float32(0.0),) * lanes, used))
+        at += lanes
+    with parallel_launch(threads):
+        if len(buffers) == 1:
+            ((state, scratch, zero, _),) = buffers
+            results = (_propagate_region(neighbours, weights, state, scratch, counts, zero),)
+        else:
+            (wide, wide_scratch, wide_zero, _), (tail, tail_scratch, tail_zero, _) = buffers
+            results = _propagate_region_split(
+                neighbours, weights, wide, wide_scratch, tail, tail_scratch, counts, wide_zero, tail_zero
+            )
+    return np.concatenate([result[:, :used] for result, (*_, used) in zip(results, buffers, strict=True)], axis=1)
+
+
 def warm_up(threads: int = 0) -> float:
     """Compile (or load from numba's on-disk cache) the operator-build kernels and the propagation
     kernel of every layout; returns seconds.
@@ -199,8 +299,10 @@ def warm_up(threads: int = 0) -> float:
     pooling = GeometryGuidedPooling(PoolingConfig(k=1, threads=threads))
     pooling.from_embeddings_and_geometry(np.eye(2, 3), np.eye(2), np.eye(2, 3), np.eye(2, 3))
     operator = PoolingOperator(np.zeros((1, 1)), np.ones((1, 1)), np.zeros(1, dtype=np.int64), 1, threads)
+    plan = operator.region(np.zeros(1, dtype=np.int64))
     for layout in {_layout(width) for width in range(1, _GROUP + 1)}:
         operator.propagate(np.zeros((1, sum(layout)), dtype=np.float32))
+        plan.propagate(np.zeros((1, sum(layout)), dtype=np.float32))
     return time.perf_counter() - start
 
 
@@ -228,9 +330,66 @@ class PoolingOperator:
         if self.neighbours.size and (self.neighbours.min() < 0 or self.neighbours.max() >= n):
             raise PoolingError("neighbour ids out of range of the operator's voxels")
 
+    @classmethod
+    def trusted(cls, neighbours: np.ndarray, weights: np.ndarray, order: np.ndarray, iterations: int, threads: int = 0):
+        """An operator from arrays this module built (int32 ids in range, float32 weights): no O(NK) check."""
+        operator = cls.__new__(cls)
+        operator.neighbours, operator.weights, operator.order = neighbours, weights, order
+        operator.iterations, operator.threads = iterations, threads
+        return operator
+
     @property
     def num_voxels(self) -> int:
         return len(self.neighbours)
+
+    def region(self, rows: np.ndarray, hops: int | None = None) -> RegionPlan:
+        """How to recompute A^iterations at the sorted rows ``rows`` alone (see :class:`RegionPlan`).
+
+        Row i after step t reads its neighbours after step t - 1, so the outputs need the inputs of
+        every row within ``iterations`` hops (following neighbour ids) and step t only the rows within
+        ``iterations - t`` hops: the region's rows are ordered by that hop count, which makes each
+        step's rows a prefix. With ``hops`` below ``iterations`` the support stops ``hops`` hops out
+        and the rows beyond it are held at values the caller gives (an approximation: a value there
+        reaches an output only along a walk of more than ``hops`` steps).
+        """
+        steps = self.iterations
+        depth = steps if hops is None else max(0, min(int(hops), steps))
+        n = self.num_voxels
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        level = np.full(n, -1, dtype=np.int16)
+        level[rows] = 0
+        shells, frontier = [rows], rows
+        for hop in range(1, depth + (depth < steps) + 1):  # one more hop past a cut-short support: its boundary
+            if not len(frontier):
+                break
+            with parallel_launch(self.threads):
+                _forward_hop(self.neighbours, frontier, level, hop)
+            frontier = np.flatnonzero(level == hop)
+            shells.append(frontier)
+        boundary = np.zeros(0, dtype=np.int64)
+        if depth < steps and len(shells) == depth + 2:
+            boundary = shells.pop()
+        while len(shells) > 1 and not len(shells[-1]):
+            shells.pop()
+        inside = np.cumsum([len(shell) for shell in shells])
+        counts = np.array([inside[min(len(shells) - 1, steps - t)] for t in range(1, steps + 1)], dtype=np.int64)
+        local = np.concatenate(shells).astype(np.int64)
+        local_of = np.full(n, -1, dtype=np.int32)
+        local_of[local] = np.arange(len(local), dtype=np.int32)
+        local_of[boundary] = np.arange(len(local), len(local) + len(boundary), dtype=np.int32)
+        updated = local[: counts[0] if len(counts) else 0]
+        neighbours = local_of[self.neighbours[updated]]
+        if neighbours.size and neighbours.min() < 0:
+            raise PoolingError("region plan: a row reads outside its support (inconsistent operator)")
+        return RegionPlan(
+            rows=self.order[rows],
+            support=self.order[local],
+            boundary=self.order[boundary],
+            neighbours=np.ascontiguousarray(neighbours),
+            weights=np.ascontiguousarray(self.weights[updated]),
+            counts=counts,
+            threads=self.threads,
+        )
 
     def _sorted_matrix(self) -> sp.csr_matrix:
         """A in Morton order as CSR."""
@@ -274,39 +433,109 @@ class PoolingOperator:
         return out[:, 0] if column else out
 
     def _propagate_sorted(self, group: np.ndarray) -> np.ndarray:
-        """A^iterations of at most 32 columns in Morton order, in zero-padded aligned buffers (see :func:`_layout`)."""
-        buffers, start = [], 0
-        for lanes in _layout(group.shape[1]):
-            state = _aligned_rows(self.num_voxels, lanes)
-            part = group[:, start : start + lanes]
-            state[:, : part.shape[1]] = part
-            state[:, part.shape[1] :] = 0.0
-            buffers.append((state, _aligned_rows(self.num_voxels, lanes), (np.float32(0.0),) * lanes))
-            start += lanes
-        with parallel_launch(self.threads):
-            if len(buffers) == 1:
-                ((state, scratch, zero_row),) = buffers
-                results = (_propagate_rows(self.neighbours, self.weights, state, scratch, self.iterations, zero_row),)
-            else:
-                (wide, wide_scratch, wide_zero), (tail, tail_scratch, tail_zero) = buffers
-                results = _propagate_split_rows(
-                    self.neighbours,
-                    self.weights,
-                    wide,
-                    wide_scratch,
-                    tail,
-                    tail_scratch,
-                    self.iterations,
-                    wide_zero,
-                    tail_zero,
-                )
-        return np.concatenate(results, axis=1)[:, : group.shape[1]]
+        """A^iterations of at most 32 columns in Morton order (:func:`_propagate_group`)."""
+        counts = np.full(self.iterations, self.num_voxels, dtype=np.int64)
+        return _propagate_group(self.neighbours, self.weights, counts, group, self.num_voxels, self.threads)
+
+
+@dataclass
+class RegionPlan:
+    """A^iterations restricted to some rows (:meth:`PoolingOperator.region`), in the caller's voxel indices.
+
+    ``rows`` are the outputs; ``support`` (``rows`` first) the voxels whose input values are read;
+    ``boundary`` voxels, present only when the support was cut short, are held at fixed values.
+    """
+
+    rows: np.ndarray
+    support: np.ndarray
+    boundary: np.ndarray
+    neighbours: np.ndarray
+    weights: np.ndarray
+    counts: np.ndarray
+    threads: int = 0
+
+    def propagate(self, values: np.ndarray, boundary: np.ndarray | None = None) -> np.ndarray:
+        """Outputs (len(rows) x C float32) from the inputs at ``support`` (and the held ``boundary`` values)."""
+        values = np.asarray(values, dtype=np.float32)
+        column = values.ndim == 1
+        values = values.reshape(len(self.support), -1)
+        width = values.shape[1]
+        if boundary is None:
+            if len(self.boundary):
+                raise PoolingError("this region plan holds boundary voxels: give their values")
+            boundary = np.zeros((0, width), dtype=np.float32)
+        boundary = np.asarray(boundary, dtype=np.float32).reshape(len(self.boundary), width)
+        inputs = np.concatenate([values, boundary])
+        out = np.empty((len(self.rows), width), dtype=np.float32)
+        for start in range(0, width, _GROUP):
+            stop = min(start + _GROUP, width)
+            result = _propagate_group(
+                self.neighbours, self.weights, self.counts, inputs[:, start:stop], len(self.support), self.threads
+            )
+            out[:, start:stop] = result[: len(self.rows)]
+        return out[:, 0] if column else out
+
+
+@dataclass
+class AffinityInputs:
+    """Per-voxel terms of the affinity logits, in the caller's voxel order (arrays with no rows are left out).
+
+    ``positions`` float64; ``unit`` unit student embeddings, ``rgb`` colours in [0, 1] and ``normals``
+    unit normals, all float32.
+    """
+
+    positions: np.ndarray
+    unit: np.ndarray
+    rgb: np.ndarray
+    normals: np.ndarray
+    geometric: bool
+
+    @classmethod
+    def of(
+        cls,
+        positions: np.ndarray,
+        embeddings: np.ndarray | None = None,
+        colors: np.ndarray | None = None,
+        normals: np.ndarray | None = None,
+        geometric: bool = False,
+        color_scale: float | None = None,
+    ) -> AffinityInputs:
+        """Validated terms; colours are divided by ``color_scale`` (default: 255 if any exceeds 1, else 1)."""
+        positions = np.asarray(positions)
+        if positions.ndim != 2 or positions.shape[1] != 3:
+            raise PoolingError(f"positions must be N x 3, got shape {positions.shape}")
+        if len(positions) == 0:
+            raise PoolingError("cannot pool an empty scene (no voxels)")
+        if not np.isfinite(positions).all():
+            raise PoolingError("positions contain NaN or inf")
+        n = len(positions)
+        embeddings = _check_per_voxel("embeddings", embeddings, n)
+        colors = _check_per_voxel("colors", colors, n, 3) if geometric else None
+        normals = _check_per_voxel("normals", normals, n, 3) if geometric else None
+        unit = np.zeros((0, 1), dtype=np.float32) if embeddings is None else unit_rows(embeddings)
+        rgb = unit_normals = np.zeros((0, 3), dtype=np.float32)
+        if colors is not None:
+            scale = color_scale if color_scale is not None else (255.0 if colors.max() > 1.0 else 1.0)
+            rgb = np.ascontiguousarray((np.asarray(colors, dtype=np.float64) / scale).astype(np.float32))
+        if normals is not None:
+            unit_normals = unit_rows(normals)
+        return cls(np.ascontiguousarray(positions, dtype=np.float64), unit, rgb, unit_normals, geometric)
+
+
+def unit_rows(values: np.ndarray) -> np.ndarray:
+    """float32 unit rows of ``values`` (how the affinity normalises embeddings and normals, row by row)."""
+    values = np.ascontiguousarray(values)
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)
+    return _unit_rows(values)
 
 
 def _check_per_voxel(name: str, array: np.ndarray | None, n: int, width: int | None = None) -> np.ndarray | None:
     if array is None:
         return None
-    array = np.asarray(array, dtype=np.float64)
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.number):
+        raise PoolingError(f"{name} must be numbers, got {array.dtype}")
     if array.ndim != 2 or array.shape[0] != n or (width is not None and array.shape[1] != width):
         expected = f"({n}, {width if width is not None else 'D'})"
         raise PoolingError(f"{name} have shape {array.shape}; expected {expected}")
@@ -316,49 +545,86 @@ def _check_per_voxel(name: str, array: np.ndarray | None, n: int, width: int | N
 
 
 class GeometryGuidedPooling:
-    """Builds :class:`PoolingOperator` s from student embeddings or from plain geometry."""
+    """Builds :class:`PoolingOperator` s from student embeddings or from plain geometry.
+
+    The parts are public so that an operator can be patched row by row (incremental purification):
+    :meth:`neighbours` finds rows' K nearest voxels, :meth:`row_weights` their softmax weights; a
+    row comes out bit-identical however many other rows are computed with it.
+    """
 
     def __init__(self, config: PoolingConfig | None = None) -> None:
         self.config = config or PoolingConfig()
 
-    def _neighbours(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Morton order of validated positions, and each voxel's K nearest others (distances, sorted ids)."""
-        positions = np.asarray(positions)
-        if positions.ndim != 2 or positions.shape[1] != 3:
-            raise PoolingError(f"positions must be N x 3, got shape {positions.shape}")
-        if len(positions) == 0:
-            raise PoolingError("cannot pool an empty scene (no voxels)")
-        if not np.isfinite(positions).all():
-            raise PoolingError("positions contain NaN or inf")
-        order = morton_order(positions)
-        ordered = np.asarray(positions, dtype=np.float64)[order]
-        k = min(self.config.k, len(ordered) - 1)
-        if k == 0:
-            return order, np.zeros((1, 0)), np.zeros((1, 0), dtype=np.int64)
-        distances, neighbours = knn(ordered, k, exclude_self=True)
-        return order, distances, neighbours
+    def neighbours(
+        self, positions: np.ndarray, order: np.ndarray, rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted rows ``rows`` (default all) of the kNN graph: ids ascending (int32, sorted indices) and
+        the K-th neighbour's distance. ``positions``: float64, caller order; ``order``: the sort.
 
-    def _operator(self, logits: np.ndarray, neighbours: np.ndarray, order: np.ndarray) -> PoolingOperator:
-        """Row-softmax the N x K logits; rows are sorted by neighbour id; a lone voxel keeps its own value."""
-        n, k = neighbours.shape
-        if k == 0:
+        Exact and deterministic: ties go to the lower sorted index (:func:`ovseg3d_core.geometry.knn`).
+        """
+        ordered = np.ascontiguousarray(positions[order], dtype=np.float64)
+        k = min(self.config.k, len(ordered) - 1)
+        subset = {} if rows is None else {"rows": rows}
+        distances, neighbours = knn(ordered, k, exclude_self=True, sort=False, threads=self.config.threads, **subset)
+        with parallel_launch(self.config.threads):
+            return _graph_rows(distances, neighbours)
+
+    def row_weights(
+        self, inputs: AffinityInputs, order: np.ndarray, rows: np.ndarray, neighbours: np.ndarray
+    ) -> np.ndarray:
+        """Softmax weights (R x K float32) of sorted rows ``rows`` over their sorted ``neighbours``."""
+        geo = self.config.geometric
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        with parallel_launch(self.config.threads):
+            distances = _row_distances(rows, neighbours, order, inputs.positions)
+            logits = _affinity_logits(
+                rows,
+                neighbours,
+                distances,
+                order,
+                inputs.unit,
+                inputs.rgb,
+                inputs.normals,
+                np.float32(self.config.scale if inputs.unit.shape[0] else 0.0),
+                np.float32(1 / (2 * geo.distance_sigma**2) if inputs.geometric else 0.0),
+                np.float32(1 / (2 * geo.color_sigma**2)),
+                np.float32(geo.normal_sharpness),
+            )
+            return _softmax_rows(logits)
+
+    def build(self, inputs: AffinityInputs, order: np.ndarray | None = None) -> PoolingOperator:
+        """The operator over all voxels of ``inputs``; ``order`` defaults to :func:`morton_order` of the positions."""
+        n = len(inputs.positions)
+        order = morton_order(inputs.positions) if order is None else np.asarray(order, dtype=np.int64)
+        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise PoolingError(f"order must be a permutation of the {n} voxels")
+        if n == 1 or self.config.k == 0:
             neighbours, weights = np.arange(n, dtype=np.int32)[:, None], np.ones((n, 1), dtype=np.float32)
         else:
-            with parallel_launch(self.config.threads):
-                neighbours, weights = _softmax_rows_by_id(logits, neighbours)
+            neighbours, _ = self.neighbours(inputs.positions, order)
+            weights = self.row_weights(inputs, order, np.arange(n), neighbours)
         return PoolingOperator(neighbours, weights, order, self.config.iterations, self.config.threads)
 
-    def from_embeddings(self, positions: np.ndarray, embeddings: np.ndarray) -> PoolingOperator:
+    def from_embeddings(
+        self, positions: np.ndarray, embeddings: np.ndarray, *, order: np.ndarray | None = None
+    ) -> PoolingOperator:
         """GeoPurify affinity: softmax over the K neighbours of ``scale`` x cosine of student embeddings."""
         if embeddings is None:
             raise PoolingError("embeddings are required (from_geometry pools without a student)")
-        return self._build(positions, embeddings, None, None, geometric=False)
+        return self.build(AffinityInputs.of(positions, embeddings), order)
 
     def from_geometry(
-        self, positions: np.ndarray, colors: np.ndarray | None = None, normals: np.ndarray | None = None
+        self,
+        positions: np.ndarray,
+        colors: np.ndarray | None = None,
+        normals: np.ndarray | None = None,
+        *,
+        order: np.ndarray | None = None,
     ) -> PoolingOperator:
         """Student-free baseline: bilateral weights from distance, colour (0-1 or 0-255) and normals."""
-        return self._build(positions, None, colors, normals, geometric=True)
+        return self.build(AffinityInputs.of(positions, None, colors, normals, geometric=True), order)
 
     def from_embeddings_and_geometry(
         self,
@@ -366,62 +632,14 @@ class GeometryGuidedPooling:
         embeddings: np.ndarray,
         colors: np.ndarray | None = None,
         normals: np.ndarray | None = None,
+        *,
+        order: np.ndarray | None = None,
     ) -> PoolingOperator:
         """Student affinity times the bilateral kernel (their logits add): the student has no notion of
-        distance, so on its own it spreads a voxel's weight evenly over the whole K-neighbourhood."""
+        distance, so on its own it spreads a voxel's weight evenly over the whole K-neighbourhood.
+
+        ``order`` (any permutation, e.g. :func:`voxel_order`) sets the tie-breaking and summation order.
+        """
         if embeddings is None:
             raise PoolingError("embeddings are required (from_geometry pools without a student)")
-        return self._build(positions, embeddings, colors, normals, geometric=True)
-
-    def _build(
-        self,
-        positions: np.ndarray,
-        embeddings: np.ndarray | None,
-        colors: np.ndarray | None,
-        normals: np.ndarray | None,
-        geometric: bool,
-    ) -> PoolingOperator:
-        n = len(np.asarray(positions))
-        embeddings = _check_per_voxel("embeddings", embeddings, n)
-        colors = _check_per_voxel("colors", colors, n, 3)
-        normals = _check_per_voxel("normals", normals, n, 3)
-        order, distances, neighbours = self._neighbours(positions)
-        logits = self._logits(order, distances, neighbours, embeddings, colors, normals, geometric)
-        return self._operator(logits, neighbours, order)
-
-    def _logits(
-        self,
-        order: np.ndarray,
-        distances: np.ndarray,
-        neighbours: np.ndarray,
-        embeddings: np.ndarray | None,
-        colors: np.ndarray | None,
-        normals: np.ndarray | None,
-        geometric: bool,
-    ) -> np.ndarray:
-        """Affinity logits of the K neighbours (in ``order``): the student term if ``embeddings`` are
-        given, the bilateral terms (distance, and colour / normals where given) if ``geometric``."""
-        geo = self.config.geometric
-        none = np.zeros((0, 3), dtype=np.float32)
-        unit = np.zeros((0, 1), dtype=np.float32)
-        if embeddings is not None:
-            unit = embeddings[order].astype(np.float32)
-            unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
-        rgb = unit_normals = none
-        if geometric and colors is not None:
-            rgb = (colors[order] / (255.0 if colors.max() > 1.0 else 1.0)).astype(np.float32)
-        if geometric and normals is not None:
-            unit_normals = normals[order].astype(np.float32)
-            unit_normals /= np.maximum(np.linalg.norm(unit_normals, axis=1, keepdims=True), 1e-12)
-        with parallel_launch(self.config.threads):
-            return _affinity_logits(
-                neighbours,
-                distances.astype(np.float32),
-                np.ascontiguousarray(unit),
-                np.ascontiguousarray(rgb),
-                np.ascontiguousarray(unit_normals),
-                np.float32(self.config.scale),
-                np.float32(1 / (2 * geo.distance_sigma**2) if geometric else 0.0),
-                np.float32(1 / (2 * geo.color_sigma**2)),
-                np.float32(geo.normal_sharpness),
-            )
+        return self.build(AffinityInputs.of(positions, embeddings, colors, normals, geometric=True), order)

@@ -56,6 +56,18 @@ class StudentConfig(Config):
             return self.semantic_dim + 6
         return 6 + int(self.use_height)
 
+    @property
+    def receptive_radius(self) -> int:
+        """Chebyshev distance in voxels beyond which an input (or a voxel's presence) cannot change an embedding.
+
+        Voxel v reads the full-resolution input convolution at v +- 1 (the skip) and the coarse cell
+        floor(v / 2), which after ``2 * blocks`` 3x3x3 convolutions reads coarse cells within
+        ``2 * blocks``, i.e. fine voxels w with |w - v| <= 4 * blocks + 1, each reading its inputs at
+        w +- 1: 4 * blocks + 2 (18 for four blocks; a sub-forward with this much context around a
+        voxel reproduces its full-map embedding bit for bit, tests/test_incremental_purification.py).
+        """
+        return 4 * self.blocks + 2
+
 
 def student_input_features(
     cfg: StudentConfig,

@@ -18,6 +18,7 @@ import numpy as np
 
 from ovseg3d_core.config import Config, setting
 from ovseg3d_core.paths import cache_dir, shipped_checkpoints
+from ovseg3d_core.retrieval.index import ShapeIndexConfig
 
 DATABASE_VERSION = 2  # part of the cache key: bump when the cached files change layout
 
@@ -30,6 +31,9 @@ class ShapeDatabaseConfig(Config):
     text2shape: bool = setting(True, "add the real Text2Shape sample shapes from the sample data")
     cloud_points: int = setting(2048, "points kept per shape for include_clouds replies", low=16, high=65536)
     cache_dir: str = setting("", "where the built database is cached; empty = shape_database/ in the ovseg3d cache")
+    index: ShapeIndexConfig = setting(
+        ShapeIndexConfig(), "query limits and exact / approximate search of the shape index (not part of the cache key)"
+    )
 
 
 class ShapeDatabase:
@@ -62,7 +66,7 @@ class ShapeDatabase:
             ids = data["ids"].tolist()
             clouds = dict(zip(ids, data["points"].astype(np.float32), strict=True))
             thumbnails = dict(zip(ids, data["thumbnails"], strict=True))
-        return cls(ShapeIndex.load(folder / "index.npz"), clouds, thumbnails)
+        return cls(ShapeIndex.load(folder / "index.npz", config=config.index), clouds, thumbnails)
 
 
 def model_files(config: ShapeDatabaseConfig) -> tuple[Path, Path]:
@@ -77,7 +81,10 @@ def model_files(config: ShapeDatabaseConfig) -> tuple[Path, Path]:
 
 
 def _cache_folder(config: ShapeDatabaseConfig, checkpoint: Path, experiment: Path) -> Path:
-    digest = hashlib.sha256(json.dumps([DATABASE_VERSION, config.to_dict()], sort_keys=True).encode())
+    # The index settings only change how the cached index is searched (an approximate index the
+    # cache lacks is trained on first use), so they stay out of the key.
+    settings = {k: v for k, v in config.to_dict().items() if k != "index"}
+    digest = hashlib.sha256(json.dumps([DATABASE_VERSION, settings], sort_keys=True).encode())
     digest.update(checkpoint.read_bytes())
     digest.update(experiment.read_bytes())
     root = Path(config.cache_dir) if config.cache_dir else cache_dir() / "shape_database"
@@ -108,7 +115,7 @@ def _build(config: ShapeDatabaseConfig, checkpoint: Path, experiment_path: Path,
     if not samples:
         raise ValueError("the shape database is empty: set procedural_shapes > 0 or text2shape")
     features = compute_features(samples, experiment.encoders, total=len(samples), progress=progress)
-    index = ShapeIndex.build(load_model(checkpoint), features, encoders=experiment.encoders)
+    index = ShapeIndex.build(load_model(checkpoint), features, encoders=experiment.encoders, config=config.index)
     rng = np.random.default_rng(0)
     points = np.stack(
         [
