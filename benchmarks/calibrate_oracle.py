@@ -19,33 +19,15 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ovseg3d_core.atomic_file import atomic_write_text
 from ovseg3d_core.data.root import data_path
 from ovseg3d_core.data.scan_layouts import load_scan
 from ovseg3d_core.data.scan_views import scan_views
-from ovseg3d_core.encoders.noisy_oracle import mixed_rates
-from ovseg3d_core.evaluation import MEAN_FUSION, EvaluationConfig, evaluate_scans, summarise
+from ovseg3d_core.evaluation import fused_miou, severity_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_MIOU = 0.50
 TOLERANCE = 0.03
-
-
-def fused_miou(scan, severity: float, seeds: int, views: int, render) -> dict:
-    config = EvaluationConfig(severity=severity, seeds=seeds, views=views, purifications=[], topk=False)
-    result = evaluate_scans([scan], config, render=render)
-    per_seed = [r.miou for r in result.rows if r.scan == scan.name and r.method == MEAN_FUSION]
-    return {
-        "severity": severity,
-        "rates": mixed_rates(severity),
-        "miou_per_seed": per_seed,
-        "miou_mean": float(np.mean(per_seed)),
-        "miou_std": float(np.std(per_seed)),
-        "coverage": result.scans[0].coverage,
-        "summary": summarise(result.rows, scan.name)[MEAN_FUSION],
-    }
 
 
 def main() -> None:
@@ -61,14 +43,10 @@ def main() -> None:
     start = time.monotonic()
     scan = load_scan(data_path("scannet", "scene0000_00"))
     render = functools.cache(scan_views)  # one set of views for every sweep point
-    sweep = [fused_miou(scan, s, args.seeds, args.views, render) for s in args.severities]
+    sweep = [fused_miou(scan, s, seeds=args.seeds, views=args.views, render=render) for s in args.severities]
     sweep.sort(key=lambda row: row["severity"])
-    xs = np.array([row["severity"] for row in sweep])
-    ys = np.array([row["miou_mean"] for row in sweep])
-    # mIoU falls with severity: interpolate the crossing of the target (np.interp needs rising x).
-    chosen = float(np.clip(np.interp(-TARGET_MIOU, -ys, xs), 0.0, 1.0))
-    chosen = round(chosen, 3)
-    check = fused_miou(scan, chosen, args.check_seeds, args.views, render)
+    chosen = severity_for(sweep, TARGET_MIOU)
+    check = fused_miou(scan, chosen, seeds=args.check_seeds, views=args.views, render=render)
     met = abs(check["miou_mean"] - TARGET_MIOU) <= TOLERANCE
     result = {
         "scan": scan.name,

@@ -16,18 +16,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from ovseg3d_core.atomic_file import atomic_write_text
 from ovseg3d_core.config import ConfigError
 from ovseg3d_core.data.labeled_scan import LabeledScan, ScanFormatError
 from ovseg3d_core.data.scannet import SCANNET20_CLASSES
-from ovseg3d_core.encoders.noisy_oracle import NOISE_PRESETS
+from ovseg3d_core.encoders.noisy_oracle import ERROR_MIXES, NOISE_PRESETS
 from ovseg3d_core.evaluation import (
     BACKENDS,
     MEAN_FUSION,
     EvaluationConfig,
     EvaluationResult,
+    ScanOutcome,
     evaluate_scans,
     summarise,
 )
@@ -43,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default="noisy_oracle", help="2D source (default: noisy oracle)")
     parser.add_argument("--checkpoint", default="", help="OpenCLIP weights file for --backend openclip")
     parser.add_argument("--noise", choices=tuple(NOISE_PRESETS), default="default", help="noisy-oracle preset")
+    parser.add_argument(
+        "--severity", type=float, default=None, help="noisy-oracle severity in [0, 1] on --error-mix, replacing --noise"
+    )
+    parser.add_argument("--error-mix", choices=tuple(ERROR_MIXES), default="mixed", help="error mix --severity scales")
     parser.add_argument("--seeds", type=int, default=5, help="noisy-oracle seeds (default 5)")
     parser.add_argument(
         "--purification",
@@ -63,6 +66,8 @@ def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
         "backend": args.backend,
         "checkpoint": args.checkpoint,
         "noise": args.noise,
+        "severity": args.severity,
+        "error_mix": args.error_mix,
         "seeds": args.seeds,
         "views": args.views,
         "purifications": list(args.purification),
@@ -75,30 +80,27 @@ def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
 
 def write_reports(result: EvaluationResult, scans: Sequence[LabeledScan], out: Path) -> list[Path]:
     """eval.json, eval.md and one PNG panel per scan (ground truth / raw fusion / purified, first seed)."""
-    from ovseg3d_core.viz.cloud_render import render_label_panels
-
     out.mkdir(parents=True, exist_ok=True)
     data = result.to_dict()
     data["summary"] = summarise(result.rows)
     written = [atomic_write_text(out / "eval.json", json.dumps(data, indent=2))]
     written.append(atomic_write_text(out / "eval.md", markdown(result, data["summary"])))
-    seed = result.config.run_seeds()[0]
     for scan, outcome in zip(scans, result.scans, strict=True):
-        labelled = scan.segment20 >= 0
-        panels = [("ground truth (ScanNet20)", scan.segment20)]
-        panels.append(("raw multi-view fusion", outcome.predictions[(MEAN_FUSION, seed)]))
-        panels += [(f"purified ({mode})", outcome.predictions[(mode, seed)]) for mode in result.config.purifications]
-        keep = labelled | (scan.segment20 < 0)  # every point; unlabeled ones draw grey
-        written.append(
-            render_label_panels(
-                out / f"{scan.name}.png",
-                scan.points[keep],
-                [(name, np.asarray(labels)[keep]) for name, labels in panels],
-                SCANNET20_CLASSES,
-                title=f"{scan.name}: {result.config.describe()}, seed {seed}",
-            )
-        )
+        written.append(write_panel(result, scan, outcome, out / f"{scan.name}.png"))
     return written
+
+
+def write_panel(result: EvaluationResult, scan: LabeledScan, outcome: ScanOutcome, path: Path) -> Path:
+    """Ground truth / raw fusion / each purification mode of one scan at the first seed, as a PNG."""
+    from ovseg3d_core.viz.cloud_render import render_label_panels
+
+    seed = result.config.run_seeds()[0]
+    panels = [("ground truth (ScanNet20)", scan.segment20)]
+    panels.append(("raw multi-view fusion", outcome.predictions[(MEAN_FUSION, seed)]))
+    panels += [(f"purified ({mode})", outcome.predictions[(mode, seed)]) for mode in result.config.purifications]
+    return render_label_panels(
+        path, scan.points, panels, SCANNET20_CLASSES, title=f"{scan.name}: {result.config.describe()}, seed {seed}"
+    )
 
 
 def markdown(result: EvaluationResult, summary: dict) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 from ovseg3d_core.config import Config, ConfigError, setting
 from ovseg3d_core.data.labeled_scan import LabeledScan
 from ovseg3d_core.data.scannet import SCANNET20_CLASSES
-from ovseg3d_core.encoders.noisy_oracle import NOISE_PRESETS, NoisyOracleConfig, mixed_rates
+from ovseg3d_core.encoders.noisy_oracle import ERROR_MIXES, NOISE_PRESETS, NoisyOracleConfig, mixed_rates
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.metrics.scan_points import scan_point_labels
 from ovseg3d_core.metrics.segmentation import (
@@ -52,8 +52,9 @@ class EvaluationConfig(Config):
     checkpoint: str = setting("", "OpenCLIP weights file (backend openclip)")
     noise: str = setting("default", "noisy-oracle preset", choices=tuple(NOISE_PRESETS))
     severity: float | None = setting(
-        None, "noisy-oracle severity on the mixed error scale, replacing the preset (calibration)", low=0.0, high=1.0
+        None, "noisy-oracle severity on error_mix's scale, replacing the preset (calibration)", low=0.0, high=1.0
     )
+    error_mix: str = setting("mixed", "the noisy-oracle error mix that severity scales", choices=tuple(ERROR_MIXES))
     seeds: int = setting(5, "noisy-oracle seeds 0..seeds-1 (one run for openclip)", low=1, high=1000)
     views: int = setting(80, "rendered views per scan", low=1, high=100_000)
     trajectory_seed: int = setting(0, "seed of the camera walk through each scan", low=0)
@@ -77,7 +78,7 @@ class EvaluationConfig(Config):
 
     def oracle(self, seed: int) -> NoisyOracleConfig:
         if self.severity is not None:
-            return NoisyOracleConfig(seed=seed, **mixed_rates(self.severity))
+            return NoisyOracleConfig(seed=seed, **mixed_rates(self.severity, self.error_mix))
         return NoisyOracleConfig.preset(self.noise, seed=seed)
 
     def run_seeds(self) -> list[int]:
@@ -94,7 +95,7 @@ class EvaluationConfig(Config):
     def describe(self) -> str:
         if self.backend == "openclip":
             return f"openclip {self.segmenter.encoders.openclip.architecture} ({self.checkpoint})"
-        severity = "" if self.severity is None else f", severity {self.severity:g} on the mixed scale"
+        severity = "" if self.severity is None else f", severity {self.severity:g} of the {self.error_mix} mix"
         return f"noisy oracle, a benchmark instrument: {self.oracle(0).describe()}{severity}"
 
 
@@ -182,10 +183,10 @@ def evaluate_scans(
         frames = render(scan, config.views, config.trajectory_seed)
         outcome = ScanOutcome(scan.name, 0.0, len(frames))
         for seed in tqdm(config.run_seeds(), desc=f"{scan.name}: seeds", disable=not progress, leave=False):
-            segmenter = _lifted(config.segmenter_config(seed, "mean"), frames, progress, f"{scan.name} seed {seed}")
+            segmenter = lift_frames(config.segmenter_config(seed, "mean"), frames, progress, f"{scan.name} seed {seed}")
             for method in methods:
                 if method == TOPK_FUSION:
-                    lifted = _lifted(config.segmenter_config(seed, "topk_agreement"), frames, progress, "top-k")
+                    lifted = lift_frames(config.segmenter_config(seed, "topk_agreement"), frames, progress, "top-k")
                     labels = lifted.label(list(SCANNET20_CLASSES)).labels
                     predicted = scan_point_labels(lifted.scene, scan.points, labels).labels
                 else:
@@ -212,7 +213,10 @@ def evaluate_scans(
     return EvaluationResult(config, rows, outcomes, messages)
 
 
-def _lifted(config: SegmenterConfig, frames: list[RGBDFrame], progress: bool, what: str) -> SceneSegmenter:
+def lift_frames(
+    config: SegmenterConfig, frames: list[RGBDFrame], progress: bool = True, what: str = "views"
+) -> SceneSegmenter:
+    """A segmenter that has lifted every frame as a keyframe (labels come later, per method)."""
     from tqdm import tqdm
 
     segmenter = SceneSegmenter(config)
@@ -242,3 +246,35 @@ def summarise(rows: Sequence[EvaluationRow], scan: str = "pooled") -> dict[str, 
             "seeds": len(per_seed),
         }
     return summary
+
+
+def fused_miou(
+    scan: LabeledScan,
+    severity: float,
+    mix: str = "mixed",
+    seeds: int = 3,
+    views: int = 80,
+    render: Callable[[LabeledScan, int, int], list[RGBDFrame]] | None = None,
+) -> dict:
+    """Mean multi-view fusion's mIoU per seed at ``severity`` of ``mix``: one point of a calibration sweep."""
+    config = EvaluationConfig(severity=severity, error_mix=mix, seeds=seeds, views=views, purifications=[], topk=False)
+    result = evaluate_scans([scan], config, render=render)
+    per_seed = [r.miou for r in result.rows if r.scan == scan.name and r.method == MEAN_FUSION]
+    return {
+        "severity": severity,
+        "mix": mix,
+        "rates": mixed_rates(severity, mix),
+        "miou_per_seed": per_seed,
+        "miou_mean": float(np.mean(per_seed)),
+        "miou_std": float(np.std(per_seed)),
+        "coverage": result.scans[0].coverage,
+    }
+
+
+def severity_for(sweep: Sequence[dict], target_miou: float) -> float:
+    """The severity at which fused mIoU crosses ``target_miou``, interpolated between :func:`fused_miou` points."""
+    points = sorted(sweep, key=lambda row: row["severity"])
+    xs = np.array([row["severity"] for row in points])
+    ys = np.array([row["miou_mean"] for row in points])
+    # mIoU falls with severity: interpolate the crossing (np.interp needs rising x, hence the negation).
+    return round(float(np.clip(np.interp(-target_miou, -ys, xs), 0.0, 1.0)), 3)

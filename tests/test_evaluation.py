@@ -9,18 +9,29 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ovseg3d_core.config import ConfigError
 from ovseg3d_core.data.root import data_path
 from ovseg3d_core.data.scan_layouts import convert_to_pointcept, load_scan
 from ovseg3d_core.data.scan_views import scan_views
 from ovseg3d_core.data.scannet import SCANNET20_CLASSES
-from ovseg3d_core.evaluation import MEAN_FUSION, EvaluationConfig, EvaluationWarning, evaluate_scans, summarise
+from ovseg3d_core.encoders.noisy_oracle import ERROR_MIXES, NOISE_PRESETS
+from ovseg3d_core.evaluation import (
+    MEAN_FUSION,
+    EvaluationConfig,
+    EvaluationWarning,
+    evaluate_scans,
+    severity_for,
+    summarise,
+)
 from ovseg3d_core.metrics.segmentation import POOLED, confusion_matrix, segmentation_metrics
 
 pytestmark = pytest.mark.slow
+EVAL_SCRIPT = Path(sys.executable).parent / "ovseg3d-eval"  # the console script pip installed
 SMALL = {"seeds": 1, "views": 16, "topk": False, "purifications": ["geometric"]}
 
 
@@ -96,7 +107,7 @@ def test_a_scan_its_views_barely_see_is_flagged(scans):
 def test_the_command_writes_json_markdown_and_panels(tmp_path):
     out = tmp_path / "eval"
     folder = data_path("scannet", "scene0000_00")
-    command = [sys.executable, "-m", "ovseg3d_core.eval_tool", str(folder), "--quick", "--out", str(out)]
+    command = [str(EVAL_SCRIPT), str(folder), "--quick", "--out", str(out)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "noisy oracle, a benchmark instrument: preset default" in run.stdout
@@ -112,9 +123,29 @@ def test_the_command_writes_json_markdown_and_panels(tmp_path):
     assert "preset default" in (out / "eval.md").read_text()
     assert (out / "scene0000_00.png").stat().st_size > 10_000
     bad = subprocess.run(
-        [sys.executable, "-m", "ovseg3d_core.eval_tool", str(tmp_path / "missing")],
+        [str(EVAL_SCRIPT), str(tmp_path / "missing")],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert bad.returncode == 1 and "missing" in bad.stderr
+
+
+def test_a_severity_of_an_error_mix_replaces_the_preset():
+    default = EvaluationConfig()
+    assert default.oracle(3).rates() == {**NOISE_PRESETS["default"]} and default.oracle(3).seed == 3
+    per_object = EvaluationConfig(severity=0.5, error_mix="per_object").oracle(0)
+    assert per_object.object_confusion_rate == 0.5 * ERROR_MIXES["per_object"]["object_confusion_rate"]
+    assert per_object.confusion_rate < per_object.object_confusion_rate
+    per_view = EvaluationConfig(severity=1.0, error_mix="per_view").oracle(0)
+    assert per_view.object_confusion_rate == per_view.object_miss_rate == 0 and per_view.confusion_rate == 0.5
+    assert "severity 1 of the per_view mix" in EvaluationConfig(severity=1.0, error_mix="per_view").describe()
+    with pytest.raises(ConfigError, match="error_mix"):
+        EvaluationConfig.from_dict({"severity": 0.5, "error_mix": "per_pixel"})
+
+
+def test_severity_for_interpolates_the_crossing_of_the_target():
+    sweep = [{"severity": 1.0, "miou_mean": 0.40}, {"severity": 0.5, "miou_mean": 0.60}]  # order does not matter
+    assert severity_for(sweep, 0.50) == 0.75
+    assert severity_for(sweep, 0.55) == 0.625
+    assert severity_for(sweep, 0.90) == 0.5 and severity_for(sweep, 0.10) == 1.0  # clamped to the sweep

@@ -15,7 +15,14 @@ from ovseg3d_core.config import ConfigError
 from ovseg3d_core.data.scannet import IGNORE_INDEX, SCANNET20_CLASSES
 from ovseg3d_core.encoders.base import EncoderError, FrameFeatureSource
 from ovseg3d_core.encoders.minilm import MiniLMTextEncoder
-from ovseg3d_core.encoders.noisy_oracle import NoisyOracle, NoisyOracleConfig
+from ovseg3d_core.encoders.noisy_oracle import (
+    DEFAULT_SEVERITY,
+    ERROR_MIXES,
+    NOISE_PRESETS,
+    NoisyOracle,
+    NoisyOracleConfig,
+    mixed_rates,
+)
 from ovseg3d_core.encoders.prompts import PromptedTextEncoder
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.geometry import CameraIntrinsics
@@ -202,6 +209,21 @@ def test_presets_order_the_noise_levels() -> None:
     assert NoisyOracleConfig.preset("high", seed=4).seed == 4
     with pytest.raises(ConfigError, match="unknown noisy-oracle preset"):
         NoisyOracleConfig.preset("extreme")
+
+
+def test_error_mixes_scale_linearly_with_severity() -> None:
+    assert mixed_rates(1.0) == NOISE_PRESETS["high"] and mixed_rates(DEFAULT_SEVERITY) == NOISE_PRESETS["default"]
+    assert all(value == 0 for value in mixed_rates(0.0, "per_object").values())
+    half = mixed_rates(0.5, "per_view")
+    assert half["object_confusion_rate"] == half["object_miss_rate"] == 0
+    assert half["confusion_rate"] == 0.5 * ERROR_MIXES["per_view"]["confusion_rate"] and half["bleed_pixels"] == 6
+    per_object = mixed_rates(1.0, "per_object")
+    assert per_object["object_confusion_rate"] > 4 * per_object["confusion_rate"]  # object errors dominate
+    NoisyOracleConfig(**mixed_rates(1.0, "per_view"))  # every mix's full rates are valid settings
+    with pytest.raises(ConfigError, match="unknown error mix"):
+        mixed_rates(0.5, "per_pixel")
+    with pytest.raises(ConfigError, match="severity must lie in"):
+        mixed_rates(1.5)
 
 
 def test_bad_input_is_rejected(text_encoder: PromptedTextEncoder) -> None:

@@ -39,14 +39,15 @@ IGNORE_LABEL = 255
 NO_FEATURE = -1
 
 
-# The mixed error scale: severity s in [0, 1] scales every rate of FULL_SEVERITY linearly. The mix is
-# fixed: per-object confusion equals per-view confusion, and an object is missed in every view a
-# quarter as often as a segment is missed in one view. ``high`` is s = 1; ``default`` is the severity
-# at which mean multi-view fusion scores what real 2D fusion does on ScanNet20 (about 50 mIoU:
-# X-Decoder 50.2, OpenScene's 2D fusion about 50), measured by benchmarks/calibrate_oracle.py.
-FULL_SEVERITY = {
-    "object_confusion_rate": 0.3,
-    "object_miss_rate": 0.05,
+# Error mixes: each is the set of rates at severity 1; severity s in [0, 1] scales every rate
+# linearly. ``mixed`` (per-object confusion equal to per-view confusion, an object missed in every
+# view a quarter as often as a segment in one view) is the scale of the presets: ``high`` is s = 1
+# and ``default`` the severity at which mean multi-view fusion scores what real 2D fusion does on
+# ScanNet20 (about 50 mIoU: X-Decoder 50.2, OpenScene's 2D fusion about 50), measured by
+# benchmarks/calibrate_oracle.py. ``per_object`` (object errors dominate, per-view errors at a
+# quarter of ``mixed``) and ``per_view`` (no object errors) span the sensitivity table of
+# benchmarks/bench_segmentation.py, where each is set to the severity that gives the same fused score.
+_PER_VIEW_FULL = {
     "confusion_rate": 0.3,
     "miss_rate": 0.2,
     "bleed_rate": 0.7,
@@ -54,15 +55,37 @@ FULL_SEVERITY = {
     "segment_noise": 0.3,
     "pixel_noise": 0.8,
 }
+ERROR_MIXES: dict[str, dict[str, float]] = {
+    "mixed": {"object_confusion_rate": 0.3, "object_miss_rate": 0.05, **_PER_VIEW_FULL},
+    "per_object": {
+        "object_confusion_rate": 0.6,
+        "object_miss_rate": 0.1,
+        **{name: value / 4 for name, value in _PER_VIEW_FULL.items()},  # bleed_pixels rounds at use
+    },
+    "per_view": {
+        "object_confusion_rate": 0.0,
+        "object_miss_rate": 0.0,
+        "confusion_rate": 0.5,
+        "miss_rate": 0.3,
+        "bleed_rate": 1.0,
+        "bleed_pixels": 12,
+        "segment_noise": 0.5,
+        "pixel_noise": 1.2,
+    },
+}
+FULL_SEVERITY = ERROR_MIXES["mixed"]
 DEFAULT_SEVERITY = 0.422  # benchmarks/results/oracle_calibration.md: mean fusion 52.0 mIoU over 8 seeds
 
 
-def mixed_rates(severity: float) -> dict[str, float]:
-    """The error rates at ``severity`` on the mixed scale (0 = a perfect 2D source, 1 = the ``high`` preset)."""
+def mixed_rates(severity: float, mix: str = "mixed") -> dict[str, float]:
+    """The error rates at ``severity`` on ``mix`` (0 = a perfect 2D source, 1 = the mix's full rates)."""
     if not 0.0 <= severity <= 1.0:
         raise ConfigError(f"severity must lie in [0, 1], got {severity}")
-    rates = {name: round(value * severity, 4) for name, value in FULL_SEVERITY.items()}
-    rates["bleed_pixels"] = round(FULL_SEVERITY["bleed_pixels"] * severity)
+    if mix not in ERROR_MIXES:
+        raise ConfigError(f"unknown error mix {mix!r}; known: {sorted(ERROR_MIXES)}")
+    full = ERROR_MIXES[mix]
+    rates = {name: round(value * severity, 4) for name, value in full.items()}
+    rates["bleed_pixels"] = round(full["bleed_pixels"] * severity)
     return rates
 
 
