@@ -14,6 +14,7 @@ setup(
             "ovseg3d-bag = ovseg3d_ros.bag_tools:main",
             "ovseg3d-models = ovseg3d_core.encoders.model_files:main",
             "ovseg3d-scan = ovseg3d_core.data.scan_tool:main",
+            "ovseg3d-eval = ovseg3d_core.eval_tool:main",
         ],
     },
 )

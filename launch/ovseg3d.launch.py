@@ -14,6 +14,8 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJ
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from ovseg3d_ros.fastdds_profile import profile_variable
+
 ARGUMENTS = {
     "params_file": ("", "parameter YAML (default: the package's config/ovseg3d.yaml)"),
     "world_frame": ("map", "fixed frame of the map, poses and clouds"),
@@ -76,11 +78,12 @@ def generate_launch_description() -> LaunchDescription:
                 DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in ARGUMENTS.items()
             ),
-            # The shipped large-message profile, unless the user chose one (as ovseg3d_ros.fastdds_profile does).
+            # The shipped large-message profile, unless the user chose one (as ovseg3d_ros.fastdds_profile
+            # does), in the variable this ROS distribution's Fast DDS reads.
             SetEnvironmentVariable(
-                "FASTDDS_DEFAULT_PROFILES_FILE",
+                profile_variable(),
                 EnvironmentVariable(
-                    "FASTDDS_DEFAULT_PROFILES_FILE",
+                    profile_variable(),
                     default_value=PathJoinSubstitution([share, "config", "fastdds_profile.xml"]),
                 ),
             ),

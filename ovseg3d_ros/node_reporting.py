@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ovseg3d_ros.frame_inputs import silent_input_hints
 from ovseg3d_ros.input_monitor import silent_topics
@@ -24,6 +24,7 @@ class NodeCounters:
     keyframes: int = 0
     rejected: int = 0
     no_pose: int = 0
+    missing_poses: dict[str, int] = field(default_factory=dict)  # no_pose by missing transform ("map <- odom")
     points: int = 0
     clouds: int = 0
     errors: int = 0
@@ -74,6 +75,17 @@ class NodeReporter:
             self.counters.rejected += 1
         self.failure(f"reject:{key}", what, error)
 
+    def no_pose(self, what: str, missing) -> None:
+        """A frame skipped for want of a pose: counted under the transform that was missing, logged.
+
+        ``missing`` is a :class:`~ovseg3d_ros.camera_poses.NoPose` (its ``pair`` and the full reason);
+        the warning is rate-limited per missing transform, so one broken link cannot hide another.
+        """
+        c = self.counters
+        c.no_pose += 1
+        c.missing_poses[missing.pair] = c.missing_poses.get(missing.pair, 0) + 1
+        self.warn(f"no_pose:{missing.pair}", f"{what} skipped: {missing}")
+
     def answering(self, name: str, handler):
         """``handler`` as a service callback that always answers: a failure becomes success=false naming its cause."""
 
@@ -93,9 +105,11 @@ class NodeReporter:
         counts = sync.monitor.take_counts()
         arrivals = ", ".join(f"{topic} {count}" for topic, count in counts.items())
         c = self.counters
+        missing = "; ".join(f"{pair}: {count}" for pair, count in sorted(c.missing_poses.items()))
+        no_pose = f"{c.no_pose} [missing {missing}]" if missing else f"{c.no_pose}"
         self.info(
             f"inputs in the last {period_s:g} s: {arrivals}; frames {c.frames} (keyframes {c.keyframes}, "
-            f"dropped {dropped}, rejected {c.rejected}, no pose {c.no_pose}), point clouds {c.points}, "
+            f"dropped {dropped}, rejected {c.rejected}, no pose {no_pose}), point clouds {c.points}, "
             f"voxels {voxels}, clouds published {c.clouds}, errors {c.errors}{extra}"
         )
         silent = silent_topics(counts)

@@ -53,13 +53,15 @@ class SceneNodeConfig(OnlineSegmenterConfig):
 
     world_frame: str = setting("map", "fixed frame of the map, the poses and the published clouds")
     use_tf: bool = setting(
-        True, "take a frame's pose from TF (when tf2_ros is importable) if camera_pose has none within tolerance"
+        True,
+        "take a frame's pose from TF (when tf2_ros is importable) if camera_pose has none within tolerance, "
+        "and carry a camera_pose in another frame into world_frame through TF",
     )
     queue_size: int = setting(4, "frames waiting for the worker; the oldest is dropped when full", low=1, high=1000)
     sync_slop_s: float = setting(0.05, "largest stamp difference between synchronised images (s)", low=0.0)
     sync_queue_size: int = setting(10, "messages per input kept by the synchroniser", low=1, high=1000)
     pose_tolerance_s: float = setting(0.05, "largest gap between a frame and its camera_pose (s)", low=0.0)
-    pose_wait_s: float = setting(0.5, "how long the worker waits for a frame's pose to arrive (s)", low=0.0)
+    pose_wait_s: float = setting(0.5, "how long the worker waits for a frame's pose (camera_pose or TF) (s)", low=0.0)
     load_path: str = setting("", "scene file to load at start-up (empty = start empty)")
     status_period_s: float = setting(10.0, "seconds between status log lines", low=0.5)
 
@@ -172,10 +174,9 @@ class SceneNode(Node):
                     self.report.failure("label", "labeling failed", error)
 
     def _process(self, parts: dict, header: Header) -> None:
-        pose, reason = self.poses.wait_for(header, self.config.pose_wait_s, self._stop)
+        pose, missing = self.poses.wait_for(header, self.config.pose_wait_s, self._stop)
         if pose is None:
-            self.report.counters.no_pose += 1
-            self.report.warn("no_pose", f"{parts['name']} skipped: {reason}")
+            self.report.no_pose(parts["name"], missing)
             return
         try:
             frame = RGBDFrame(pose=pose, **parts)  # validated here, once
@@ -213,7 +214,10 @@ class SceneNode(Node):
         self.report.counters.clouds += 1
         if snapshot.labeled:
             r = snapshot.report
-            done = f"purification {r.mode}: student {r.student_ms:.0f} ms, pooling {r.pooling_ms:.0f} ms"
+            region = f", {r.region_voxels} voxels re-pooled" if r.kind == "incremental" else ""
+            done = (
+                f"{r.kind} purification {r.mode}: student {r.student_ms:.0f} ms, pooling {r.pooling_ms:.0f} ms{region}"
+            )
         else:
             done = f"geometry only, in camera colours: {snapshot.source}"
         self.report.info(f"published {len(snapshot.positions)} voxels ({done})")

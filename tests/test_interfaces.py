@@ -17,10 +17,13 @@ PEER = Path(__file__).with_name("interface_peer.py")
 @pytest.fixture
 def peer_process():
     process = subprocess.Popen([sys.executable, str(PEER)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout.readline().strip() == "ready"
-    yield process
-    process.terminate()
-    process.wait(timeout=20)
+    try:  # a peer left running would answer the next tests' services on this domain
+        first_line = process.stdout.readline().strip()
+        assert first_line == "ready", f"the peer printed {first_line!r} before it was ready"
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 def _call(node, service_type, name, request, context):

@@ -10,154 +10,32 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from ros2_cli import (
+    CLI,
+    PROFILE_ENV,
+    SCENE_PARAMS,
+    VENV,
+    answer,
+    dumped_parameters,
+    flatten,
+    node_info,
+    ros2,
+    ros2_launch,
+    spec,
+)
 
 from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.ros
 
-VENV = Path(sys.prefix)
 SHARE = VENV / "share" / "ovseg3d_ros"
-PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
-# Without the daemon each command discovers the graph itself: 5 s of spinning finds the nodes even on a busy machine.
-CLI = ("--no-daemon", "--spin-time", "5")
 # What each RViz display class shows; a display of another class with a topic fails the RViz test.
 RVIZ_TOPIC_TYPES = {"rviz_default_plugins/PointCloud2": "sensor_msgs/msg/PointCloud2"}
-
-
-def tools_env(**overrides: str) -> dict[str, str]:
-    """The environment of `ros2`: the venv's ament index and executables first, unbuffered node output."""
-    env = dict(os.environ, AMENT_PREFIX_PATH=str(VENV), PATH=f"{VENV / 'bin'}:{os.environ['PATH']}")
-    env.update(PYTHONUNBUFFERED="1", **overrides)
-    return env
-
-
-class Launched:
-    """A running `ros2 launch` and its log."""
-
-    def __init__(self, process: subprocess.Popen, log: Path) -> None:
-        self.process, self.log = process, log
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, pattern: str, timeout: float) -> re.Match:
-        """The first match of ``pattern`` in the log, waiting up to ``timeout`` seconds (fails if launch exits)."""
-        deadline = time.monotonic() + timeout
-        while (found := re.search(pattern, self.output())) is None:
-            assert time.monotonic() < deadline, f"no {pattern!r} within {timeout:.0f} s:\n{self.output()[-4000:]}"
-            assert self.process.poll() is None, f"ros2 launch exited:\n{self.output()[-4000:]}"
-            time.sleep(0.2)
-        return found
-
-    def pid_of(self, node: str) -> int:
-        return int(self.wait_for(rf"\[{node}-\d+\]: process started with pid \[(\d+)\]", 30)[1])
-
-
-@contextmanager
-def ros2_launch(
-    tmp_path: Path,
-    launch_file: str,
-    *arguments: str,
-    unset: tuple[str, ...] = (),
-    died: tuple[str, ...] = (),
-    **env: str,
-) -> Iterator[Launched]:
-    """`ros2 launch ovseg3d_ros <launch_file> <arguments>` (``env`` set, ``unset`` removed); on exit SIGINT,
-    which must stop every node cleanly but the ``died`` ones."""
-    log = tmp_path / f"{launch_file}.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [str(VENV / "bin" / "ros2"), "launch", "ovseg3d_ros", launch_file, *arguments],
-            env={name: value for name, value in tools_env(**env).items() if name not in unset},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    launched = Launched(process, log)
-    try:
-        yield launched
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            code = None
-        print(launched.output()[-6000:])
-    assert code == 0, f"ros2 launch did not stop on SIGINT (exit {code})"
-    started = re.findall(r"\[(\S+)-\d+\]: process started", launched.output())
-    stopped = re.findall(r"\[(\S+)-\d+\]: process has finished cleanly", launched.output())
-    assert sorted(started) == sorted(stopped + list(died)), f"started {started}, finished cleanly {stopped}"
-
-
-def ros2(*commands: tuple[str, ...], timeout: float = 60) -> list[str]:
-    """Run ros2 CLI commands side by side; their outputs, after checking each succeeded."""
-    processes = [
-        subprocess.Popen(
-            [str(VENV / "bin" / "ros2"), *command], env=tools_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        for command in commands
-    ]
-    outputs = []
-    for command, process in zip(commands, processes, strict=True):
-        out, err = process.communicate(timeout=timeout)
-        assert process.returncode == 0, f"ros2 {' '.join(command)}: {out.decode()[-2000:]}{err.decode()[-2000:]}"
-        outputs.append(out.decode())
-    return outputs
-
-
-def node_info(text: str) -> dict[str, dict[str, str]]:
-    """`ros2 node info` output as {section: {name: type}}."""
-    sections: dict[str, dict[str, str]] = {}
-    section = None
-    for line in text.splitlines():
-        if re.match(r"^  \S.*:$", line):
-            section = sections.setdefault(line.strip()[:-1], {})
-        elif line.startswith("    ") and section is not None:
-            name, _, kind = line.strip().partition(": ")
-            section[name] = kind
-    return sections
-
-
-def flatten(data: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
-def dumped_parameters(text: str, node: str) -> dict:
-    """`ros2 param dump` YAML as flat {name: value}."""
-    return flatten(yaml.safe_load(text)[node]["ros__parameters"])
-
-
-def answer(text: str) -> tuple[bool, str]:
-    """(success, message) of a `ros2 service call` response."""
-    found = re.search(r"response:\n.*\(success=(True|False), message='([^']*)'", text)
-    assert found, text
-    return found[1] == "True", found[2]
-
-
-def spec(name: str):
-    from ovseg3d_ros.scene_node import SceneNodeConfig
-
-    return next(p for p in SceneNodeConfig.parameters() if p.name == name)
 
 
 def test_package_is_registered_in_the_venv_ament_index(monkeypatch):
@@ -303,19 +181,6 @@ def test_a_checkpoint_argument_the_node_cannot_load_is_named_and_the_node_keeps_
         launched.wait_for(r"inputs in the last", 60)  # the node is up and reporting
     assert "process has died" not in launched.output()
     assert "retrieval_node" not in launched.output()
-
-
-SCENE_PARAMS = """
-scene_node:
-  ros__parameters:
-    purify_period_s: 0.5
-    status_period_s: 1.0
-    keyframes: {translation_m: 0.0, rotation_deg: 0.0, interval_s: 0.0}
-    segmenter:
-      purification: geometric
-      scene: {voxel_size: 0.05}
-      pooling: {k: 16, iterations: 4}
-"""
 
 
 @pytest.mark.slow

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
 
-from ovseg3d_ros.fastdds_profile import PROFILE_ENV, fastdds_profile_path, use_fastdds_profile
+from ovseg3d_ros.fastdds_profile import (
+    LEGACY_PROFILE_ENV,
+    PROFILE_ENV,
+    fastdds_profile_path,
+    profile_variable,
+    use_fastdds_profile,
+)
 from ovseg3d_ros.qos import cloud_output_qos, latched_qos, sensor_input_qos
 
 PEER = Path(__file__).with_name("cloud_peer.py")
@@ -50,12 +56,21 @@ def test_profile_file_declares_a_64_mb_shared_memory_transport():
 
 
 def test_use_fastdds_profile_respects_the_users_choice():
-    environ: dict[str, str] = {}
+    environ = {"ROS_DISTRO": "kilted"}
     assert use_fastdds_profile(environ) == fastdds_profile_path() and environ[PROFILE_ENV].endswith(".xml")
-    mine = {PROFILE_ENV: "/etc/my_profile.xml"}
+    assert LEGACY_PROFILE_ENV not in environ  # Fast DDS 3 warns on every participant when it is set
+    mine = {PROFILE_ENV: "/etc/my_profile.xml", "ROS_DISTRO": "kilted"}
     assert use_fastdds_profile(mine) == Path("/etc/my_profile.xml") and mine[PROFILE_ENV] == "/etc/my_profile.xml"
     cyclone = {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}
     assert use_fastdds_profile(cyclone) is None and PROFILE_ENV not in cyclone
+
+
+def test_jazzy_fast_dds_2_reads_the_legacy_variable():
+    jazzy = {"ROS_DISTRO": "jazzy"}
+    assert use_fastdds_profile(jazzy) == fastdds_profile_path() and set(jazzy) == {"ROS_DISTRO", LEGACY_PROFILE_ENV}
+    named_the_new_way = {"ROS_DISTRO": "jazzy", PROFILE_ENV: "/etc/my_profile.xml"}
+    assert use_fastdds_profile(named_the_new_way) == Path("/etc/my_profile.xml")
+    assert named_the_new_way[LEGACY_PROFILE_ENV] == "/etc/my_profile.xml"
 
 
 @pytest.mark.parametrize("reliability", ["reliable", "best_effort"])
@@ -63,7 +78,7 @@ def test_300k_point_clouds_reach_another_process_without_loss(reliability):
     """7.2 MB clouds at 10 Hz; best effort is lost almost entirely without the profile (ENVIRONMENT.md)."""
     count = 10
     env = os.environ.copy()
-    env.pop(PROFILE_ENV, None)
+    env.pop(profile_variable(env), None)
     use_fastdds_profile(env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     command = [sys.executable, str(PEER)]
