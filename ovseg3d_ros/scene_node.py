@@ -214,10 +214,8 @@ class SceneNode(Node):
         self.report.counters.clouds += 1
         if snapshot.labeled:
             r = snapshot.report
-            region = f", {r.region_voxels} voxels re-pooled" if r.kind == "incremental" else ""
-            done = (
-                f"{r.kind} purification {r.mode}: student {r.student_ms:.0f} ms, pooling {r.pooling_ms:.0f} ms{region}"
-            )
+            kind = f"incremental, {r.region_voxels} voxels re-pooled" if r.kind == "incremental" else r.kind
+            done = f"purification {r.mode} ({kind}): student {r.student_ms:.0f} ms, pooling {r.pooling_ms:.0f} ms"
         else:
             done = f"geometry only, in camera colours: {snapshot.source}"
         self.report.info(f"published {len(snapshot.positions)} voxels ({done})")

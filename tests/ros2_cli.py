@@ -82,7 +82,7 @@ def running(command: Sequence[str], env: dict[str, str], log: Path) -> Iterator[
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
         try:
-            started.code = process.wait(timeout=30)
+            started.code = process.wait(timeout=60)  # nodes finish what they are doing first
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
