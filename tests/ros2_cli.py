@@ -68,12 +68,23 @@ class Running:
         return int(self.wait_for(rf"\[{node}-\d+\]: process started with pid \[(\d+)\]", 30)[1])
 
 
+def interruptible() -> None:
+    """Ctrl-C's default action in a child, as a terminal gives it. A shell starts background jobs (e.g. CI
+    under nohup) with SIGINT ignored, children inherit that, and Python then never installs its handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def running(command: Sequence[str], env: dict[str, str], log: Path) -> Iterator[Running]:
     """Run ``command`` in its own session with exactly ``env``, output to ``log``; on exit SIGINT, as Ctrl-C."""
     with log.open("w") as output:
         process = subprocess.Popen(
-            list(command), env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            list(command),
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=interruptible,
         )
     started = Running(process, log)
     try:
