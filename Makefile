@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup_env.sh
 
 demo: setup
-	$(PY) -m ovseg3d_ros.demo $(ARGS)
+	$(PY) -m ovseg3d_ros.tools.demo $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(ARGS)

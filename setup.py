@@ -11,10 +11,10 @@ setup(
     packages=find_packages(include=["ovseg3d_core", "ovseg3d_core.*", "ovseg3d_ros", "ovseg3d_ros.*"]),
     entry_points={
         "console_scripts": [
-            "ovseg3d-bag = ovseg3d_ros.bag_tools:main",
+            "ovseg3d-bag = ovseg3d_ros.tools.bag:main",
             "ovseg3d-models = ovseg3d_core.encoders.model_files:main",
-            "ovseg3d-scan = ovseg3d_core.data.scan_tool:main",
-            "ovseg3d-eval = ovseg3d_core.eval_tool:main",
+            "ovseg3d-scan = ovseg3d_core.tools.scan:main",
+            "ovseg3d-eval = ovseg3d_core.tools.evaluate:main",
         ],
     },
 )

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ovseg3d_core.data.image_io import read_color
 from ovseg3d_core.data.root import data_path
-from ovseg3d_core.data.scannet import SCANNET20_CLASSES, SCANNET200_CLASSES
+from ovseg3d_core.data.scenes.image_io import read_color
+from ovseg3d_core.data.scenes.rendering import generate_trajectory, render_views
+from ovseg3d_core.data.scenes.scannet import SCANNET20_CLASSES, SCANNET200_CLASSES, load_scannet_scan
 from ovseg3d_core.encoders.minilm import MiniLMConfig, MiniLMTextEncoder
 from ovseg3d_core.encoders.noisy_oracle import NoisyOracle, NoisyOracleConfig
 from ovseg3d_core.encoders.openclip import OpenCLIPConfig, OpenCLIPDenseExtractor, load_openclip_model
@@ -118,9 +119,6 @@ def bench_minilm(repeats: int) -> dict:
 
 
 def bench_oracle(n_views: int, repeats: int) -> dict:
-    from ovseg3d_core.data.rendering import generate_trajectory, render_views
-    from ovseg3d_core.data.scannet import load_scannet_scan
-
     scan = load_scannet_scan()
     poses = generate_trajectory(scan, n_views, seed=0)
     frames = render_views(scan, scan.scannet20_ids, poses, progress=True, vertex_instances=scan.instance_ids)

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 import warnings
@@ -30,28 +29,27 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from ovseg3d_core.data.procedural_dataset import procedural_dataset, procedural_sample, procedural_splits  # noqa: E402
-from ovseg3d_core.data.shape_sample import ShapeSampleConfig  # noqa: E402
-from ovseg3d_core.data.text2shape import MissingShapeWarning, load_text2shape  # noqa: E402
-from ovseg3d_core.encoders.minilm import MiniLMConfig, MiniLMTextEncoder  # noqa: E402
-from ovseg3d_core.metrics.retrieval import retrieval_scores  # noqa: E402
-from ovseg3d_core.retrieval.feature_cache import ShapeFeatures, compute_features  # noqa: E402
-from ovseg3d_core.retrieval.frozen_encoders import ViewEncoder  # noqa: E402
-from ovseg3d_core.retrieval.index import ShapeIndex, top_k  # noqa: E402
-from ovseg3d_core.retrieval.model import TriModalRetrievalModel, load_model  # noqa: E402
-from ovseg3d_core.retrieval.training import (  # noqa: E402
+from ovseg3d_core.data.shapes.procedural_dataset import procedural_dataset, procedural_sample, procedural_splits
+from ovseg3d_core.data.shapes.sample import ShapeSampleConfig
+from ovseg3d_core.data.shapes.text2shape import MissingShapeWarning, load_text2shape
+from ovseg3d_core.encoders.minilm import MiniLMConfig, MiniLMTextEncoder
+from ovseg3d_core.metrics.retrieval import retrieval_scores
+from ovseg3d_core.retrieval.feature_cache import ShapeFeatures, compute_features
+from ovseg3d_core.retrieval.frozen_encoders import ViewEncoder
+from ovseg3d_core.retrieval.index import ShapeIndex, top_k
+from ovseg3d_core.retrieval.model import TriModalRetrievalModel, load_model
+from ovseg3d_core.retrieval.zero_shot import ClassNameBridge
+from ovseg3d_core.training.retrieval import (
     RetrievalExperimentConfig,
     embed_features,
     evaluate,
     fit,
     split_features,
 )
-from ovseg3d_core.retrieval.zero_shot import ClassNameBridge  # noqa: E402
-from ovseg3d_core.trainer import seed_everything  # noqa: E402
-from ovseg3d_core.viz.retrieval_panel import save_retrieval_panel  # noqa: E402
+from ovseg3d_core.training.run import seed_everything
+from ovseg3d_core.viz.retrieval_panel import save_retrieval_panel
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CHECKPOINT_DIR = ROOT / "training" / "checkpoints" / "retrieval"
 ABLATIONS = {

@@ -1,6 +1,6 @@
 """scene_node over real DDS: keyframe latency, a 30 Hz input stream, 300k-point cloud delivery, node RSS.
 
-scene_node runs in its own process (``python -m ovseg3d_ros.bringup --nodes scene``) with the
+scene_node runs in its own process (``python -m ovseg3d_ros.tools.bringup --nodes scene``) with the
 noisy-oracle backend (named so everywhere: it reads ``semantic/image``, it is no VLM) on rendered
 ScanNet views, geometric purification every ``purify_period_s`` and the default ``queue_size``.
 
@@ -41,7 +41,12 @@ from tqdm import tqdm
 os.environ.setdefault("ROS_DOMAIN_ID", "77")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
+from ovseg3d_ros.conversions import nanoseconds_to_stamp, stamp_to_nanoseconds
 from ovseg3d_ros.fastdds_profile import use_fastdds_profile
+from ovseg3d_ros.nodes.qos import cloud_output_qos, sensor_input_qos
+from ovseg3d_ros.nodes.scene_node import SceneNodeConfig
+from ovseg3d_ros.nodes.shutdown import spin_until_shutdown
+from ovseg3d_ros.tools.bag import dataset_frames, frame_messages
 
 use_fastdds_profile()  # before rclpy.init in this process; children inherit the variable
 
@@ -70,9 +75,6 @@ def echo_main() -> None:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
-
-    from ovseg3d_ros.qos import cloud_output_qos
-    from ovseg3d_ros.shutdown import spin_until_shutdown
 
     rclpy.init()
     node = rclpy.create_node("bench_ros_echo")
@@ -117,8 +119,6 @@ class Bench:
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-        from ovseg3d_ros.qos import cloud_output_qos, sensor_input_qos
-
         self.node = rclpy.create_node("bench_ros", context=context)
         types = {
             "rgb/image": Image,
@@ -139,8 +139,6 @@ class Bench:
         self.spinner.start()
 
     def _on_cloud(self, msg) -> None:
-        from ovseg3d_ros.conversions import stamp_to_nanoseconds
-
         self.clouds.append((time.time_ns(), stamp_to_nanoseconds(msg.header.stamp)))
 
     def wait_for_subscribers(self, timeout_s: float) -> bool:
@@ -153,7 +151,6 @@ class Bench:
 
     def publish_frame(self, messages: list[tuple[str, object]], stamp_ns: int) -> None:
         """Publish one pre-converted frame with a fresh stamp; the pose first, as a camera driver would."""
-        from ovseg3d_ros.conversions import nanoseconds_to_stamp
 
         stamp = nanoseconds_to_stamp(stamp_ns)
         for topic, msg in sorted(messages, key=lambda item: item[0] != "camera_pose"):
@@ -330,9 +327,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import rclpy
 
-    from ovseg3d_ros.bag_tools import dataset_frames, frame_messages
-    from ovseg3d_ros.scene_node import SceneNodeConfig
-
     quick = args.quick
     n_frames, n_latency, rounds, n_clouds = (4, 5, 30, 10) if quick else (8, 20, 200, 50)
     stream_seconds = args.stream_seconds or (10.0 if quick else 60.0)
@@ -346,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     params.write_text(PARAMS.format(purify_period_s=args.purify_period))
     with log_path.open("w") as log:
         node = subprocess.Popen(
-            [sys.executable, "-m", "ovseg3d_ros.bringup", "--nodes", "scene", "--params", str(params)],
+            [sys.executable, "-m", "ovseg3d_ros.tools.bringup", "--nodes", "scene", "--params", str(params)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ovseg3d_core.data.sevenscenes import SevenScenes
+from ovseg3d_core.data.scenes.sevenscenes import SevenScenes
 from ovseg3d_core.lifting import FeatureLifter, LiftingConfig
 from ovseg3d_core.scene import SceneConfig, SceneMap
 

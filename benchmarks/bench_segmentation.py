@@ -44,14 +44,13 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from ovseg3d_core.atomic_file import atomic_write_text
-from ovseg3d_core.data.labeled_scan import LabeledScan
 from ovseg3d_core.data.root import data_path
-from ovseg3d_core.data.scan_layouts import load_scan
-from ovseg3d_core.data.scan_views import scan_views
-from ovseg3d_core.data.scannet import SCANNET20_CLASSES
+from ovseg3d_core.data.scenes.labeled_scan import LabeledScan
+from ovseg3d_core.data.scenes.scan_layouts import load_scan
+from ovseg3d_core.data.scenes.scan_views import scan_views
+from ovseg3d_core.data.scenes.scannet import SCANNET20_CLASSES
 from ovseg3d_core.encoders.minilm import MiniLMTextEncoder
 from ovseg3d_core.encoders.noisy_oracle import DEFAULT_SEVERITY
-from ovseg3d_core.eval_tool import write_panel
 from ovseg3d_core.evaluation import (
     MEAN_FUSION,
     TOPK_FUSION,
@@ -66,8 +65,10 @@ from ovseg3d_core.geometry import unpack_voxel_keys
 from ovseg3d_core.labeling import Labeler, LabelingConfig
 from ovseg3d_core.paths import shipped_checkpoints
 from ovseg3d_core.purify.pooling import GeometryGuidedPooling, morton_order, warm_up
+from ovseg3d_core.purify.student import build_student, embed_voxels, load_student, student_input_features
 from ovseg3d_core.scene import SceneConfig, SceneMap
 from ovseg3d_core.segmenter import PURIFICATION_MODES, SegmenterConfig
+from ovseg3d_core.tools.evaluate import write_panel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SOURCE = "[2D source: noisy oracle, a benchmark instrument]"
@@ -301,8 +302,6 @@ def bench_timings(
     start-up cost is reported on its own).
     """
     import torch
-
-    from ovseg3d_core.purify.student import build_student, embed_voxels, load_student, student_input_features
 
     crop = timing_scene(scan, positions, features, target)
     model = load_student(checkpoints[0]) if checkpoints else build_student()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from ovseg3d_core.atomic_file import atomic_write_text
 from ovseg3d_core.data.root import data_path
-from ovseg3d_core.data.scan_layouts import load_scan
-from ovseg3d_core.data.scan_views import scan_views
+from ovseg3d_core.data.scenes.scan_layouts import load_scan
+from ovseg3d_core.data.scenes.scan_views import scan_views
 from ovseg3d_core.evaluation import fused_miou, severity_for
 
 RESULTS = Path(__file__).resolve().parent / "results"

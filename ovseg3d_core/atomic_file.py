@@ -1,16 +1,19 @@
-"""Atomic file writes: a temporary sibling, fsync, then ``os.replace``.
+"""Atomic writes of every kind: a temporary sibling (file or folder), then ``os.replace``.
 
-Readers never see a partial file, and an interrupted write (crash, SIGTERM, full disk) leaves the
-previous file intact: scene maps, feature caches, shape indexes and checkpoints all rely on it.
+Readers never see a partial file or folder, and an interrupted write (crash, SIGTERM, full disk)
+leaves the previous one intact: scene maps, feature caches, shape indexes and databases, converted
+scans, bags and checkpoints all rely on it. torch loads lazily (only checkpoints need it).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -19,7 +22,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path`` and move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # os.open rather than mkstemp: the file gets the umask's usual mode (mkstemp's is 0600, which
+    # would leave checkpoints and maps unreadable to other users of an install).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -40,3 +46,30 @@ def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """UTF-8 ``text`` written atomically (reports that a reader may open while they are rewritten)."""
     return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` written atomically (checkpoints)."""
+    import torch
+
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+@contextmanager
+def atomic_folder(path: str | Path, create: bool = True) -> Iterator[Path]:
+    """Yield a staging folder beside ``path`` (made unless ``create`` is false, for writers that make
+    their own) and move it into place when the block ends without an error; on an error it is removed.
+
+    An existing empty folder at ``path`` is replaced, a non-empty one refused (``OSError``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    if create:
+        staging.mkdir()
+    try:
+        yield staging
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

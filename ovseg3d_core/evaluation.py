@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ovseg3d_core.config import Config, ConfigError, setting
-from ovseg3d_core.data.labeled_scan import LabeledScan
-from ovseg3d_core.data.scannet import SCANNET20_CLASSES
+from ovseg3d_core.data.scenes.labeled_scan import LabeledScan
+from ovseg3d_core.data.scenes.scan_views import scan_views
+from ovseg3d_core.data.scenes.scannet import SCANNET20_CLASSES
 from ovseg3d_core.encoders.noisy_oracle import ERROR_MIXES, NOISE_PRESETS, NoisyOracleConfig, mixed_rates
+from ovseg3d_core.encoders.registry import DENSE_EXTRACTORS
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.metrics.scan_points import scan_point_labels
 from ovseg3d_core.metrics.segmentation import (
@@ -34,7 +36,6 @@ from ovseg3d_core.metrics.segmentation import (
 from ovseg3d_core.segmenter import PURIFICATION_MODES, SceneSegmenter, SegmenterConfig
 
 MEAN_FUSION, TOPK_FUSION = "mean_fusion", "topk_fusion"
-BACKENDS = ("noisy_oracle", "openclip")
 MIN_COVERAGE = 0.5  # below this share of labelled points seen by the views, a scan's score is flagged
 
 
@@ -47,7 +48,7 @@ class EvaluationConfig(Config):
     """What to evaluate; defaults follow the segmentation benchmark."""
 
     backend: str = setting(
-        "noisy_oracle", "2D source: the noisy oracle (benchmark instrument) or openclip", choices=BACKENDS
+        "noisy_oracle", "2D source: the noisy oracle (benchmark instrument) or openclip", choices=DENSE_EXTRACTORS
     )
     checkpoint: str = setting("", "OpenCLIP weights file (backend openclip)")
     noise: str = setting("default", "noisy-oracle preset", choices=tuple(NOISE_PRESETS))
@@ -167,8 +168,6 @@ def evaluate_scans(
 ) -> EvaluationResult:
     """Score every method of ``config`` on every scan; rows per scan, method and seed, then pooled rows."""
     from tqdm import tqdm
-
-    from ovseg3d_core.data.scan_views import scan_views
 
     config = config or EvaluationConfig()
     render = render or scan_views

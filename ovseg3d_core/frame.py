@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ovseg3d_core.data.image_io import metres_to_depth_mm
 from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, validate_pose
 
 
@@ -34,7 +33,7 @@ class RGBDFrame:
     def depth_mm(self) -> np.ndarray:
         """``depth`` as an HxW uint16 millimetre image (depth PNGs, 16UC1 ROS images, 16-bit sensors).
 
-        The encoding is :func:`~ovseg3d_core.data.image_io.metres_to_depth_mm`, the one the ROS
+        The encoding is :func:`metres_to_depth_mm`, the one the ROS
         image conversion uses: each valid pixel is ``round(depth * 1000)`` clipped to 1..65534, so
         depths beyond 65.534 m saturate at 65534 (never the 65535 "invalid" marker some datasets
         use) and positive depths under 0.5 mm become 1; invalid pixels (0, NaN, inf, negative) are
@@ -67,3 +66,24 @@ class RGBDFrame:
                 raise GeometryError(f"{what} image shape {np.shape(image)} does not match depth {(h, w)}")
         self.pose = validate_pose(self.pose)
         return self
+
+
+def depth_mm_to_metres(raw: np.ndarray, invalid: int | None = 65535, scale: float = 1000.0) -> np.ndarray:
+    """Convert integer depth (``scale`` units per metre) to float32 metres; 0 and ``invalid`` become 0."""
+    depth = raw.astype(np.float32) / np.float32(scale)
+    if invalid is not None:
+        depth[raw == invalid] = 0.0
+    return depth
+
+
+def metres_to_depth_mm(depth_m: np.ndarray) -> np.ndarray:
+    """Float metres to the uint16 millimetre encoding of depth PNGs and 16UC1 ROS images.
+
+    Invalid (0, NaN, inf, negative) pixels become 0; depths beyond 65.534 m saturate at 65534 so
+    they are never confused with the 65535 "invalid" marker some datasets use.
+    """
+    depth = np.asarray(depth_m, dtype=np.float64)
+    valid = np.isfinite(depth) & (depth > 0)
+    millimetres = np.zeros(depth.shape, dtype=np.uint16)
+    millimetres[valid] = np.clip(np.rint(depth[valid] * 1000.0), 1, 65534).astype(np.uint16)
+    return millimetres

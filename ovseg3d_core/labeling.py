@@ -122,7 +122,8 @@ class _Scene:
     pass over A instead of two (a propagation costs about as much for 1 column as for 20).
     ``coverage_pooled`` says whether ``coverage`` went through A (else it is the observed mask
     itself: every voxel observed, or no operator). ``embeddings`` holds each cached column's text
-    embedding, for a region update.
+    embedding, for a region update. ``block`` is the N x C array whose columns are ``columns`` (in
+    their order) when they all come from one (None otherwise): an update then carries it as it is.
     """
 
     features: np.ndarray
@@ -133,6 +134,7 @@ class _Scene:
     columns: dict[str, np.ndarray]
     coverage_pooled: bool = False
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    block: np.ndarray | None = None
 
     def cosines(self, embeddings: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """Cosine of each (unpooled) voxel feature, or of ``rows``, with each embedding; 0 for unobserved voxels."""
@@ -269,8 +271,18 @@ class Labeler:
         self._checked_scene(features, operator)
         if len(previous) != len(features):
             raise LabelingError(f"previous has {len(previous)} entries for {len(features)} voxels")
-        inverse_norm = np.zeros(len(features), dtype=np.float32)
-        inverse_norm[kept] = old.inverse_norm[previous[kept]]
+        count, old_count = len(features), len(old.features)
+        # The voxel order is unchanged when every old voxel keeps its index (new voxels come after them).
+        in_order = (
+            count >= old_count
+            and np.array_equal(previous[:old_count], np.arange(old_count))
+            and not kept[old_count:].any()
+        )
+        inverse_norm = np.zeros(count, dtype=np.float32)
+        if in_order:
+            inverse_norm[:old_count] = old.inverse_norm
+        else:
+            inverse_norm[kept] = old.inverse_norm[previous[kept]]
         inverse_norm[fresh] = inverse_fresh
         observed = inverse_norm > 0
         scene = _Scene(features, inverse_norm, operator, observed.astype(np.float32), None, {})
@@ -286,8 +298,16 @@ class Labeler:
             return
 
         def carried(values: np.ndarray) -> np.ndarray:
-            out = np.zeros((len(features), *values.shape[1:]), dtype=np.float32)
-            out[kept] = values[previous[kept]]
+            """``values`` in the new voxel order: the array itself when the order and size are unchanged
+            (its region rows are overwritten once everything is computed), else a copy."""
+            if in_order and count == old_count:
+                return values
+            if in_order:
+                out = np.empty((count, *values.shape[1:]), dtype=np.float32)
+                out[:old_count], out[old_count:] = values, 0.0
+            else:
+                out = np.zeros((count, *values.shape[1:]), dtype=np.float32)
+                out[kept] = values[previous[kept]]
             return out
 
         # The pooled arrays of the new scene: carried over, then their rows in the region overwritten.
@@ -299,7 +319,8 @@ class Labeler:
         elif old.columns:
             names = list(old.columns)
             embeddings = np.stack([old.embeddings[name] for name in names])
-            columns = carried(np.stack([old.columns[name] for name in names], axis=1))
+            block = old.block if old.block is not None else np.stack([old.columns[name] for name in names], axis=1)
+            scene.block = columns = carried(block)
             scene.columns = {name: columns[:, j] for j, name in enumerate(names)}
             scene.embeddings = dict(zip(names, embeddings, strict=True))
             pooled.append((columns, scene.cosines(embeddings, plan.support)))
@@ -345,13 +366,18 @@ class Labeler:
                 fresh = scene.operator.propagate(fresh)
                 if scene.coverage is None:
                     scene.coverage, scene.coverage_pooled, fresh = fresh[:, -1], True, fresh[:, :-1]
+                scene.block = None if scene.columns else fresh
                 scene.columns.update({names[i]: fresh[:, j] for j, i in enumerate(missing)})
                 scene.embeddings.update({names[i]: embeddings[i] for i in missing})
-            raw = np.stack([scene.columns[name] for name in names], axis=1)
+            if scene.block is not None and tuple(scene.columns) == names:
+                raw = scene.block  # the cache in this order: no restacking (copied below, never handed out)
+            else:
+                raw = np.stack([scene.columns[name] for name in names], axis=1)
         if (scene.coverage == 1).all():
-            return raw.astype(np.float32, copy=False)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(scene.coverage[:, None] > 0, raw / scene.coverage[:, None], 0.0).astype(np.float32)
+            return raw.copy() if raw is scene.block else raw.astype(np.float32, copy=False)
+        scores = np.zeros(raw.shape, dtype=np.float32)
+        coverage = scene.coverage[:, None]
+        return np.divide(raw, coverage, out=scores, where=coverage > 0)
 
     def label(self) -> Labeling:
         """Label the current scene with the current vocabulary."""

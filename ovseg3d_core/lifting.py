@@ -33,7 +33,7 @@ import numba
 import numpy as np
 
 from ovseg3d_core.config import Config, setting
-from ovseg3d_core.data.scannet import SCANNET20_CLASSES
+from ovseg3d_core.data.scenes.scannet import SCANNET20_CLASSES
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, validate_pose
 from ovseg3d_core.jit import parallel_launch

@@ -8,7 +8,7 @@ It owns the voxel map, the 2D feature source, the lifter, the purification (GeoP
 plain geometric affinity, or their product) and the labeler, and keeps them consistent: geometry can grow every
 frame, features are lifted at keyframes, and :meth:`purify` brings the purification up to date when
 the map changed since the last one: by default only where it changed (the kNN graph, student
-embeddings, operator rows and pooled scores a change can reach; :mod:`ovseg3d_core.purify.incremental`),
+embeddings, operator rows and pooled scores a change can reach; :mod:`ovseg3d_core.incremental_purification`),
 with a full rebuild on ``purify(force=True)``, for large changes, or after a reset or load (a
 vocabulary change on a purified map reuses it).
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ovseg3d_core.config import Config, ConfigError, setting
-from ovseg3d_core.data.scannet import SCANNET20_CLASSES
+from ovseg3d_core.data.scenes.scannet import SCANNET20_CLASSES
 from ovseg3d_core.encoders.base import FrameFeatureSource
 from ovseg3d_core.encoders.registry import (
     EncoderConfig,
@@ -35,10 +35,10 @@ from ovseg3d_core.encoders.registry import (
 )
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.geometry import unpack_voxel_keys
+from ovseg3d_core.incremental_purification import IncrementalConfig, IncrementalPurifier
 from ovseg3d_core.labeling import Labeler, Labeling, LabelingConfig, check_vocabulary
 from ovseg3d_core.lifting import FeatureLifter, LiftingConfig
 from ovseg3d_core.paths import student_checkpoint
-from ovseg3d_core.purify.incremental import IncrementalConfig, IncrementalPurifier
 from ovseg3d_core.purify.pooling import PoolingConfig, PoolingOperator, warm_up
 from ovseg3d_core.scene import SceneConfig, SceneMap
 
@@ -222,7 +222,7 @@ class SceneSegmenter:
     def _load_student(self):
         """The student, loaded once; a file that failed to load is not re-read until it changes."""
         if self._student is None:
-            from ovseg3d_core.purify.student import load_student
+            from ovseg3d_core.purify.student import load_student  # torch, spconv: loaded with the first student
 
             path = student_checkpoint(self.config.student_checkpoint or None)
             try:
@@ -242,7 +242,7 @@ class SceneSegmenter:
 
     def student_embeddings(self) -> np.ndarray:
         """N x 128 unit embeddings of the current map's voxels from the student affinity network."""
-        from ovseg3d_core.purify.student import embed_voxels, student_input_features
+        from ovseg3d_core.purify.student import embed_voxels, student_input_features  # torch, spconv: lazy
 
         student = self._load_student()
         # The map's own voxel grid: the student aligns its coarse grid to these absolute coordinates,

@@ -17,7 +17,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from ovseg3d_ros.conversions import labeled_cloud_to_msg, read_labeled_cloud
-from ovseg3d_ros.qos import cloud_output_qos, sensor_input_qos
+from ovseg3d_ros.nodes.qos import cloud_output_qos, sensor_input_qos
 
 N_POINTS = 300_000
 TOPIC = "labeled_cloud"

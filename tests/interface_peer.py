@@ -16,7 +16,7 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA
 
 from ovseg3d_ros.msg import Legend
-from ovseg3d_ros.shutdown import spin_until_shutdown
+from ovseg3d_ros.nodes.shutdown import spin_until_shutdown
 from ovseg3d_ros.srv import QueryScene, RetrieveShapes, SaveScene, SetVocabulary
 
 

@@ -184,6 +184,6 @@ def answer(text: str) -> tuple[bool, str]:
 
 def spec(name: str):
     """The declaration of scene_node parameter ``name`` (description, range) from its config."""
-    from ovseg3d_ros.scene_node import SceneNodeConfig
+    from ovseg3d_ros.nodes.scene_node import SceneNodeConfig
 
     return next(p for p in SceneNodeConfig.parameters() if p.name == name)

@@ -18,7 +18,7 @@ import threading
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
-from ovseg3d_ros.bringup import spin_nodes
+from ovseg3d_ros.nodes.shutdown import spin_nodes
 
 
 def racing_node(busy: bool, delay_s: float) -> Node:

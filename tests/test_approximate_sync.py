@@ -10,8 +10,8 @@ import pytest
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from ovseg3d_ros.approximate_sync import SynchronizedInputs
 from ovseg3d_ros.conversions import seconds_to_stamp, stamp_to_seconds
+from ovseg3d_ros.nodes.approximate_sync import SynchronizedInputs
 
 pytestmark = pytest.mark.ros
 

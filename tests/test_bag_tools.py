@@ -17,10 +17,10 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 from transforms3d.quaternions import quat2mat
 
-from ovseg3d_core.data.image_io import read_color, read_depth_u16
 from ovseg3d_core.data.root import data_path
-from ovseg3d_core.data.sevenscenes import read_pose_txt
-from ovseg3d_ros.bag_tools import (
+from ovseg3d_core.data.scenes.image_io import read_color, read_depth_u16
+from ovseg3d_core.data.scenes.sevenscenes import read_pose_txt
+from ovseg3d_ros.tools.bag import (
     TOPIC_CAMERA_INFO,
     TOPIC_DEPTH,
     TOPIC_POSE,
@@ -213,7 +213,7 @@ def test_endless_play_stops_when_asked(ros_context, sevenscenes_bag):
 
 def test_play_command_stops_cleanly_on_sigterm(sevenscenes_bag):
     process = subprocess.Popen(
-        [sys.executable, "-m", "ovseg3d_ros.bag_tools", "play", str(sevenscenes_bag), "--loop"],
+        [sys.executable, "-m", "ovseg3d_ros.tools.bag", "play", str(sevenscenes_bag), "--loop"],
         cwd=REPO_ROOT,
         env=os.environ.copy(),
         stdout=subprocess.PIPE,

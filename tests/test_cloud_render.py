@@ -6,7 +6,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from ovseg3d_core.data.scannet import SCANNET20_CLASSES, load_scannet_scan
+from ovseg3d_core.data.scenes.scannet import SCANNET20_CLASSES, load_scannet_scan
 from ovseg3d_core.viz.cloud_render import RenderError, label_palette, rasterize, render_label_panels
 
 

@@ -132,14 +132,13 @@ def test_colcon_builds_interfaces_and_installs_python_sources(workspace):
         "from ovseg3d_ros.srv import QueryScene, RetrieveShapes, SaveScene, SetVocabulary\n"
         "from ovseg3d_core.paths import cache_dir\n"
         "from ovseg3d_core.purify.student import SHIPPED_CHECKPOINT, load_student\n"
-        "from ovseg3d_core.retrieval.database import ShapeDatabaseConfig, model_files\n"
-        "from ovseg3d_core.retrieval.model import load_model\n"
-        "from ovseg3d_core.retrieval.training import RetrievalExperimentConfig\n"
-        "retrieval, experiment = model_files(ShapeDatabaseConfig())\n"
-        "load_student(), load_model(retrieval), RetrievalExperimentConfig.from_yaml(experiment)\n"
+        "from ovseg3d_core.retrieval.database import ShapeDatabaseConfig, checkpoint_path\n"
+        "from ovseg3d_core.retrieval.model import load_checkpoint_info, load_model\n"
+        "retrieval = checkpoint_path(ShapeDatabaseConfig())\n"
+        "load_student(), load_model(retrieval)\n"
         "print(json.dumps({'core': ovseg3d_core.__file__, 'ros': ovseg3d_ros.__file__, 'legend': Legend.__module__,\n"
         "    'k': RetrieveShapes.Request().k, 'student': str(SHIPPED_CHECKPOINT), 'retrieval': str(retrieval),\n"
-        "    'experiment': str(experiment), 'cache': str(cache_dir())}))\n"
+        "    'held_out': len(load_checkpoint_info(retrieval).held_out), 'cache': str(cache_dir())}))\n"
     )
     # The weights tool a robot user runs first, through the install's launcher.
     found, models = workspace.run(
@@ -152,7 +151,7 @@ def test_colcon_builds_interfaces_and_installs_python_sources(workspace):
     shipped = share / "checkpoints"
     assert Path(found["student"]) == shipped / "student" / "geometry_fpfh_normals.pt"
     assert Path(found["retrieval"]) == shipped / "retrieval" / "model.pt"
-    assert Path(found["experiment"]) == shipped / "retrieval" / "config.yaml"
+    assert found["held_out"] == 300  # the shapes the shipped model was not trained on, from the checkpoint itself
     assert found["cache"] == str(workspace.home / ".cache" / "ovseg3d")  # the user cache directory
     assert "ViT-B-16" in models
 
@@ -200,7 +199,7 @@ def test_readme_launch_command_runs_from_the_install_space(workspace, tmp_path):
     assert parameters["world_frame"] == "map" and parameters["segmenter.encoders.dense"] == "openclip"
     assert parameters["segmenter.encoders.checkpoint"] == README_CHECKPOINT
     assert parameters["segmenter.student_checkpoint"] == ""  # the shipped student
-    # The retrieval model came from the install's share/ (model_files raises when it is missing); the
+    # The retrieval model came from the install's share/ (checkpoint_path raises when it is missing); the
     # database it built went to the user cache directory, not into the install.
     assert int(ready[1]) == 12
     success, message = answer(retrieve)

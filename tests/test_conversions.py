@@ -11,9 +11,9 @@ from geometry_msgs.msg import Pose, Quaternion
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from ovseg3d_core.data.image_io import read_depth_u16
 from ovseg3d_core.data.root import data_path
-from ovseg3d_core.data.sevenscenes import SevenScenes, read_pose_txt
+from ovseg3d_core.data.scenes.image_io import read_depth_u16
+from ovseg3d_core.data.scenes.sevenscenes import SevenScenes, read_pose_txt
 from ovseg3d_ros.conversions import (
     MessageConversionError,
     camera_info_to_intrinsics,

@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from ovseg3d_core.data.image_io import depth_mm_to_metres, metres_to_depth_mm, read_depth_u16
-from ovseg3d_core.data.redwood import RedwoodFormatError, RedwoodSequence, read_trajectory_log
 from ovseg3d_core.data.root import DataNotFoundError, data_path
-from ovseg3d_core.data.scannet import (
+from ovseg3d_core.data.scenes.image_io import read_depth_u16
+from ovseg3d_core.data.scenes.redwood import RedwoodFormatError, RedwoodSequence, read_trajectory_log
+from ovseg3d_core.data.scenes.scannet import (
     IGNORE_INDEX,
     SCANNET20_BACKGROUND_IDS,
     SCANNET20_CLASSES,
@@ -21,8 +21,9 @@ from ovseg3d_core.data.scannet import (
     ScanNetLabelTable,
     load_scannet_scan,
 )
-from ovseg3d_core.data.sevenscenes import SevenScenes
-from ovseg3d_core.data.single_frames import load_nyu_frame, load_sun_frame, load_tum_frame, read_pgm16
+from ovseg3d_core.data.scenes.sevenscenes import SevenScenes
+from ovseg3d_core.data.scenes.single_frames import load_nyu_frame, load_sun_frame, load_tum_frame, read_pgm16
+from ovseg3d_core.frame import depth_mm_to_metres, metres_to_depth_mm
 from ovseg3d_core.geometry import GeometryError, backproject_depth
 
 

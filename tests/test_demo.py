@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import REPO_ROOT
 
@@ -19,7 +21,17 @@ def test_short_demo_writes_its_outputs(tmp_path):
     from PIL import Image
 
     out = tmp_path / "demo"
-    command = [sys.executable, "-m", "ovseg3d_ros.demo", "--frames", "6", "--database-shapes", "12", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "ovseg3d_ros.tools.demo",
+        "--frames",
+        "6",
+        "--database-shapes",
+        "12",
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "ScanNet20 mIoU" in result.stdout and "noisy oracle" in result.stdout
@@ -69,7 +81,7 @@ class _Clock:
 
 
 def test_the_wait_for_the_last_frame_ends_when_the_node_stops_progressing():
-    from ovseg3d_ros.demo import wait_for_last_frame
+    from ovseg3d_ros.tools.demo import wait_for_last_frame
 
     clock = _Clock()
     # The node publishes stamps 1, 2, 3 over time and then nothing newer: stamp 5 (the last frame) was lost.
@@ -83,3 +95,20 @@ def test_the_wait_for_the_last_frame_ends_when_the_node_stops_progressing():
     clock = _Clock()
     with pytest.raises(RuntimeError, match="no cloud"):
         wait_for_last_frame(lambda: None, clock.wait, last_ns=5, stall_s=60, timeout_s=100, clock=clock)
+
+
+def test_the_params_file_holds_only_what_the_demo_changes_and_gives_the_nodes_its_configs(tmp_path):
+    from ovseg3d_ros.nodes.retrieval_node import RetrievalNodeConfig
+    from ovseg3d_ros.nodes.scene_node import SceneNodeConfig
+    from ovseg3d_ros.tools.demo import demo_configs, write_params
+
+    args = argparse.Namespace(purification="geometric", backend="noisy_oracle", checkpoint="", database_shapes=12)
+    scene, retrieval = demo_configs(args)
+    written = write_params(tmp_path / "params.yaml", {"scene_node": scene, "retrieval_node": retrieval})
+    params = {node: values["ros__parameters"] for node, values in yaml.safe_load(written.read_text()).items()}
+    assert SceneNodeConfig.from_dict(params["scene_node"]) == scene
+    assert RetrievalNodeConfig.from_dict(params["retrieval_node"]) == retrieval
+    assert params["retrieval_node"] == {"database": {"procedural_shapes": 12}}
+    assert params["scene_node"]["segmenter"] == {"encoders": {"dense": "noisy_oracle"}, "purification": "geometric"}
+    assert "world_frame" not in params["scene_node"] and "text" not in params["scene_node"]["segmenter"]["encoders"]
+    assert scene.segmenter.encoders.text_backend == "minilm"  # the text encoder follows the 2D source by itself

@@ -9,8 +9,9 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from ovseg3d_core.data.redwood import RedwoodSequence
-from ovseg3d_core.purify.distillation import (
+from ovseg3d_core.data.scenes.redwood import RedwoodSequence
+from ovseg3d_core.scene import SceneConfig, SceneMap
+from ovseg3d_core.training.distillation import (
     ContrastiveSample,
     DistillationConfig,
     DistillationError,
@@ -18,7 +19,8 @@ from ovseg3d_core.purify.distillation import (
     sample_contrastive,
     teacher_agreement,
 )
-from ovseg3d_core.purify.teachers import (
+from ovseg3d_core.training.teachers import (
+    FPFHConfig,
     FPFHTeacher,
     PointNetPatchConfig,
     PointNetPatchTeacher,
@@ -28,7 +30,6 @@ from ovseg3d_core.purify.teachers import (
     build_teacher,
     run_teacher,
 )
-from ovseg3d_core.scene import SceneConfig, SceneMap
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +183,19 @@ def test_sonata_adapter_needs_user_weights_and_accepts_callables(tmp_path, scene
     assert out.shape == (100, 9)
     np.testing.assert_allclose(out[:, 3:6], colors / 255.0, atol=1e-6)
     assert run_teacher(SonataAdapter(model=Stand()), points).shape == (100, 9)
+
+
+def test_sonata_adapter_estimates_missing_normals_as_its_fpfh_config_says(scene):
+    class Stand(torch.nn.Module):
+        def forward(self, coord: torch.Tensor, color: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+            return normal
+
+    points = scene.positions()[:500]
+    wide = FPFHConfig(normal_radius=0.2, max_nn=30, append_normals=True)
+    normals = run_teacher(SonataAdapter(model=Stand(), normal_estimation=wide), points)
+    np.testing.assert_allclose(normals, run_teacher(FPFHTeacher(wide), points)[:, -3:], atol=1e-5)
+    default = run_teacher(SonataAdapter(model=Stand()), points)
+    assert not np.allclose(np.abs(normals), np.abs(default), atol=1e-3)  # the setting is used, not a constant
 
 
 def test_fpfh_normals_teacher_tells_floor_from_wall():

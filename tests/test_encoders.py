@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from ovseg3d_core.config import ConfigError
-from ovseg3d_core.data.image_io import read_color
 from ovseg3d_core.data.root import data_path
+from ovseg3d_core.data.scenes.image_io import read_color
 from ovseg3d_core.encoders import hub_offline
 from ovseg3d_core.encoders.base import (
     DenseFeatureExtractor,

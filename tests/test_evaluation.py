@@ -16,9 +16,9 @@ import pytest
 
 from ovseg3d_core.config import ConfigError
 from ovseg3d_core.data.root import data_path
-from ovseg3d_core.data.scan_layouts import convert_to_pointcept, load_scan
-from ovseg3d_core.data.scan_views import scan_views
-from ovseg3d_core.data.scannet import SCANNET20_CLASSES
+from ovseg3d_core.data.scenes.scan_layouts import convert_to_pointcept, load_scan
+from ovseg3d_core.data.scenes.scan_views import scan_views
+from ovseg3d_core.data.scenes.scannet import SCANNET20_CLASSES
 from ovseg3d_core.encoders.noisy_oracle import ERROR_MIXES, NOISE_PRESETS
 from ovseg3d_core.evaluation import (
     MEAN_FUSION,

@@ -11,10 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ovseg3d_core.data.rendering import generate_trajectory, render_views
-from ovseg3d_core.data.scannet import load_scannet_scan
+from ovseg3d_core import geometry
+from ovseg3d_core.data.scenes.rendering import generate_trajectory, render_views
+from ovseg3d_core.data.scenes.scannet import load_scannet_scan
 from ovseg3d_core.encoders.noisy_oracle import NoisyOracleConfig
 from ovseg3d_core.geometry import knn
+from ovseg3d_core.incremental_purification import _Rows
+from ovseg3d_core.purify import pooling
 from ovseg3d_core.segmenter import SceneSegmenter, SegmenterConfig
 
 VOCABULARY = ["wall", "floor", "chair", "table", "sofa", "cabinet"]
@@ -152,6 +155,68 @@ def test_vocabulary_change_and_query_after_an_update(frames):
     other = ["bed", "door", "floor", "a place to sit"]  # ...new names are pooled over the updated operator
     assert_identical(segmenter, reference, other)
     np.testing.assert_array_equal(segmenter.query("a sofa"), reference.query("a sofa"))
+
+
+def test_an_update_without_new_voxels_keeps_the_voxel_order(frames):
+    """A frame seen again (features re-lifted, voxels re-observed, none added): every kept array is
+    updated in place, the pooled class columns included."""
+    segmenter = SceneSegmenter(config())
+    reference = SceneSegmenter(segmenter.config)
+    for frame in frames[:4]:
+        segmenter.add_frame(frame)
+    segmenter.label(VOCABULARY)
+    size, block = len(segmenter.scene), segmenter.labeler._scene.block
+    segmenter.add_frame(frames[3])
+    segmenter.label(VOCABULARY)
+    assert segmenter.last_purify.kind == "incremental" and len(segmenter.scene) == size
+    assert segmenter.labeler._scene.block is block  # carried in place, not copied
+    assert_identical(segmenter, reference)
+
+
+def test_warm_up_compiles_every_kernel_of_an_update(frames):
+    """The first update of a process (after warm_up, as the segmenter calls it) compiles nothing."""
+    kernels = {
+        name: getattr(module, name)
+        for module in (pooling, geometry)
+        for name in dir(module)
+        if hasattr(getattr(module, name), "signatures")
+    }
+    pooling.warm_up()
+    compiled = {name: len(kernel.signatures) for name, kernel in kernels.items()}
+    # The map outgrows the cap at the fifth frame: updates that append voxels, then one that evicts some.
+    overrides = {
+        "scene": {"max_voxels": 31000, "eviction_headroom": 0.05},
+        "incremental": {"max_changed_fraction": 0.9},
+    }
+    segmenter = SceneSegmenter(config("student_geometric", **overrides))
+    kinds = []
+    for index, frame in enumerate(frames[:6]):
+        layout = segmenter.scene.layout
+        segmenter.add_frame(frame)
+        if index >= 2:
+            segmenter.label(VOCABULARY)
+            kinds.append((segmenter.last_purify.kind, segmenter.scene.layout != layout))
+    assert ("incremental", False) in kinds and ("incremental", True) in kinds, kinds
+    assert {name: len(kernel.signatures) for name, kernel in kernels.items()} == compiled
+
+
+def test_kept_rows_grow_in_their_spare_room_and_move_like_copies():
+    rng = np.random.default_rng(0)
+    array = rng.standard_normal((200, 3))
+    rows = _Rows.of(array)
+    data = rows.data
+    np.testing.assert_array_equal(rows.resize(220)[:200], array)
+    assert rows.data is data  # within the spare rows: no copy
+    np.testing.assert_array_equal(rows.resize(len(data) + 1)[:200], array)
+    assert rows.data is not data and len(rows.data) > len(data)  # past them: one copy with new spare rows
+    for ascending in (True, False):  # in place, or gathered into a new buffer
+        rows = _Rows.of(array)
+        sources = np.sort(rng.choice(200, 150, replace=False))
+        targets = np.sort(rng.choice(260, 150, replace=False))
+        if not ascending:
+            targets = rng.permutation(targets)
+        np.testing.assert_array_equal(rows.move(sources, targets, 260)[targets], array[sources])
+        assert rows.count == 260
 
 
 def test_a_change_touching_no_voxel_keeps_the_result(frames):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ovseg3d_ros.input_monitor import InputMonitor, silent_topics
+from ovseg3d_ros.nodes.input_monitor import InputMonitor, silent_topics
 
 TOPICS = ("rgb/image", "depth/image", "rgb/camera_info", "semantic/image")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ovseg3d_core import geometry
 from ovseg3d_core.geometry import GeometryError, knn
 
 BACKENDS = ("grid", "kdtree")
@@ -105,6 +106,33 @@ def test_clumps_and_outliers_take_the_tree_fallback(spread, clump, k):
     np.testing.assert_array_equal(dist, expected_d)
 
 
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_a_few_queries_scan_every_point_by_the_same_rule(monkeypatch, exclude_self):
+    """Up to geometry._SCAN_QUERIES queries (e.g. the rows the grid leaves open on a large map) read every
+    point instead of building a k-d tree: the same neighbours as the tree's and as brute force."""
+    points = integer_grid(10, 900, 8, 0.02)
+    rows = np.arange(3, 900, 17)
+    expected_d, expected_i = brute_force(points, 30, exclude_self=exclude_self, rows=rows)
+    for scanned in (0, len(rows)):  # the k-d tree, then the scan
+        monkeypatch.setattr(geometry, "_SCAN_QUERIES", scanned)
+        dist, idx = knn(points, 30, exclude_self=exclude_self, rows=rows, backend="kdtree")
+        np.testing.assert_array_equal(idx, expected_i)
+        np.testing.assert_array_equal(dist, expected_d)
+
+
+def test_out_arrays_receive_the_rows_in_their_dtype():
+    """A compact graph (float32 distances, int32 ids) is written directly: the float64 result rounded once."""
+    points = integer_grid(11, 800, 9, 0.02)
+    for rows in (None, np.arange(0, 800, 7)):
+        subset = {} if rows is None else {"rows": rows}
+        dist, idx = knn(points, 16, exclude_self=True, sort=False, **subset)
+        out = np.empty(idx.shape, np.float32), np.empty(idx.shape, np.int32)
+        compact = knn(points, 16, exclude_self=True, sort=False, out=out, **subset)
+        assert compact[0] is out[0] and compact[1] is out[1]
+        np.testing.assert_array_equal(out[1], idx)
+        np.testing.assert_array_equal(out[0], dist.astype(np.float32))
+
+
 def test_identical_points_resolve_to_lowest_indices():
     points = np.ones((50, 3))
     dist, idx = knn(points, 5, exclude_self=True)
@@ -132,7 +160,7 @@ def test_deterministic_across_runs_threads_and_backends():
 @pytest.fixture(scope="module")
 def real_map():
     """Voxel positions of a real 7-Scenes map (every 50th of the first 500 frames, 2 cm voxels)."""
-    from ovseg3d_core.data.sevenscenes import SevenScenes
+    from ovseg3d_core.data.scenes.sevenscenes import SevenScenes
     from ovseg3d_core.scene import SceneMap
 
     frames = SevenScenes()
@@ -166,6 +194,7 @@ def test_real_map_pooling_graph_is_exact(real_map):
         ((np.zeros((4, 3)), 1), {"queries": np.array([[np.inf, 0, 0]])}, "NaN or inf"),
         ((np.zeros((4, 3)), 1), {"queries": np.zeros((2, 3)), "exclude_self": True}, "leave queries out"),
         ((np.zeros((4, 3)), 1), {"queries": np.zeros((2, 3)), "backend": "grid"}, "leave queries out"),
+        ((np.zeros((4, 3)), 1), {"out": (np.zeros((3, 1)), np.zeros((4, 1), np.int32))}, "out must be two 4 x 1"),
     ],
 )
 def test_bad_input_raises_clear_errors(args, kwargs, message):

@@ -155,3 +155,30 @@ def test_relabeling_a_purified_scene_is_fast(labeler):
     labeler.set_vocabulary(["sofa", "bed", "lamp", "door", "window"])
     labeler.label()
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("path", ["logit", "feature"])
+@pytest.mark.parametrize("added", [0, 60])
+@pytest.mark.parametrize("unobserved", [True, False])
+def test_an_update_in_the_same_voxel_order_matches_set_scene(encoder, path, added, unobserved):
+    """Old voxels keep their indices (new ones appended): the pooled arrays are carried without a gather
+    (in place when no voxel was added), and the result is set_scene's, bit for bit."""
+    config = LabelingConfig(path=path)
+    labeler, reference = Labeler(encoder, config, VOCABULARY), Labeler(encoder, config, VOCABULARY)
+    positions, features, _, embeddings = grid_scene(labeler, noise=0.5, seed=6)
+    if unobserved:
+        features[::7] = 0.0  # coverage is pooled (with the first class columns), else exactly one
+    pooling = GeometryGuidedPooling(PoolingConfig(k=8, iterations=4))
+    old = len(features) - added
+    labeler.set_scene(features[:old].copy(), pooling.from_embeddings(positions[:old], embeddings[:old]))
+    handed_out = labeler.class_scores()
+    kept = handed_out.copy()
+    features[100:130] += 0.3 * labeler.text_embeddings[1]
+    operator = pooling.from_embeddings(positions, embeddings)
+    previous = np.r_[np.arange(old), np.full(added, -1)]
+    plan = operator.region(np.arange(len(features)))  # every row: the test is about the carried arrays
+    labeler.update_scene(features, operator, plan, previous, np.arange(100, 130))
+    reference.set_scene(features, operator)
+    np.testing.assert_array_equal(labeler.class_scores(), reference.class_scores())
+    np.testing.assert_array_equal(labeler.label().labels, reference.label().labels)
+    np.testing.assert_array_equal(handed_out, kept)  # scores handed out earlier are not the carried arrays

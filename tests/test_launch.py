@@ -59,8 +59,8 @@ def test_package_is_registered_in_the_venv_ament_index(monkeypatch):
 def test_parameter_file_names_real_keys_at_their_defaults():
     """Every key of the shipped YAML is a config field (a misspelt or stale key fails) and shows the default."""
     from ovseg3d_core.config import ConfigError
-    from ovseg3d_ros.retrieval_node import RetrievalNodeConfig
-    from ovseg3d_ros.scene_node import SceneNodeConfig
+    from ovseg3d_ros.nodes.retrieval_node import RetrievalNodeConfig
+    from ovseg3d_ros.nodes.scene_node import SceneNodeConfig
 
     data = yaml.safe_load((REPO_ROOT / "config" / "ovseg3d.yaml").read_text())
     assert set(data) <= {"scene_node", "retrieval_node"}
@@ -97,7 +97,7 @@ REMAPS = {
 @pytest.mark.slow
 def test_main_launch_starts_both_nodes_with_its_arguments_parameters_services_and_topics(tmp_path, ros_context):
     """Every launch argument reaches the nodes; each service answers through `ros2 service call`."""
-    from ovseg3d_ros.client import Ovseg3dClient
+    from ovseg3d_ros.tools.client import Ovseg3dClient
 
     params = tmp_path / "params.yaml"
     params.write_text(PARAMS.format(cache=tmp_path / "database"))
@@ -188,9 +188,9 @@ def test_rosbag_demo_plays_a_bag_from_ovseg3d_bag_into_a_labeled_cloud_rviz_can_
     """The demo launch file replays a ScanNet bag through the noisy oracle; RViz's displays match what is published."""
     from rclpy.qos import ReliabilityPolicy
 
-    from ovseg3d_core.data.scannet import SCANNET20_CLASSES
-    from ovseg3d_ros.client import Ovseg3dClient
+    from ovseg3d_core.data.scenes.scannet import SCANNET20_CLASSES
     from ovseg3d_ros.conversions import read_labeled_cloud
+    from ovseg3d_ros.tools.client import Ovseg3dClient
 
     bag = tmp_path / "scannet"
     ros2(("run", "ovseg3d_ros", "ovseg3d-bag", "write", "--dataset", "scannet", "--frames", "4", str(bag)), timeout=120)

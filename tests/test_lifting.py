@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ovseg3d_core.data.sevenscenes import SevenScenes
+from ovseg3d_core.data.scenes.sevenscenes import SevenScenes
 from ovseg3d_core.geometry import CameraIntrinsics, GeometryError
 from ovseg3d_core.lifting import TOPK_FEATURES, FeatureLifter, LiftingConfig
 from ovseg3d_core.scene import SceneConfig, SceneMap

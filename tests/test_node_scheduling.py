@@ -9,8 +9,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from ovseg3d_core.keyframes import KeyframeConfig, KeyframeSelector
-from ovseg3d_ros.frame_queue import DroppingQueue
-from ovseg3d_ros.pose_buffer import PoseBuffer
+from ovseg3d_ros.nodes.frame_queue import DroppingQueue
+from ovseg3d_ros.nodes.pose_buffer import PoseBuffer
 
 
 def pose(x: float = 0.0, yaw_deg: float = 0.0) -> np.ndarray:

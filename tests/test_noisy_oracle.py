@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ovseg3d_core.config import ConfigError
-from ovseg3d_core.data.scannet import IGNORE_INDEX, SCANNET20_CLASSES
+from ovseg3d_core.data.scenes.scannet import IGNORE_INDEX, SCANNET20_CLASSES
 from ovseg3d_core.encoders.base import EncoderError, FrameFeatureSource
 from ovseg3d_core.encoders.minilm import MiniLMTextEncoder
 from ovseg3d_core.encoders.noisy_oracle import (
@@ -247,8 +247,8 @@ def test_bad_input_is_rejected(text_encoder: PromptedTextEncoder) -> None:
 
 def test_on_rendered_scannet_views(text_encoder: PromptedTextEncoder) -> None:
     """Real labels: views of ScanNet scene0000_00 rendered with their ScanNet20 class ids."""
-    from ovseg3d_core.data.rendering import DEFAULT_RENDER_INTRINSICS, generate_trajectory, render_views
-    from ovseg3d_core.data.scannet import load_scannet_scan
+    from ovseg3d_core.data.scenes.rendering import DEFAULT_RENDER_INTRINSICS, generate_trajectory, render_views
+    from ovseg3d_core.data.scenes.scannet import load_scannet_scan
 
     scan = load_scannet_scan()
     poses = generate_trajectory(scan, 3, seed=0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg3d_core.data.sevenscenes import SevenScenes
+from ovseg3d_core.data.scenes.sevenscenes import SevenScenes
 from ovseg3d_core.encoders.base import EncoderError, WeightsNotFoundError
 from ovseg3d_core.encoders.openclip import OpenCLIPConfig, load_openclip_model
 from ovseg3d_core.labeling import LabelingError

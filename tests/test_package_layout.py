@@ -6,6 +6,8 @@ import ast
 import subprocess
 import sys
 
+import ovseg3d_core
+
 from conftest import REPO_ROOT
 
 CORE = REPO_ROOT / "ovseg3d_core"
@@ -44,3 +46,65 @@ def test_core_package_import_is_light():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _first_party_imports() -> dict[str, set[str]]:
+    """Module -> the first-party modules it imports anywhere in its source (functions included)."""
+    files = {
+        ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for package in ("ovseg3d_core", "ovseg3d_ros")
+        for path in (REPO_ROOT / package).rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets |= {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
+        graph[module] = {t for t in targets if t in files and t != module and not module.startswith(f"{t}.")}
+    return graph
+
+
+def test_nothing_outside_training_imports_it():
+    offenders = [
+        f"{module} -> {target}"
+        for module, targets in _first_party_imports().items()
+        if not module.startswith("ovseg3d_core.training")
+        for target in targets
+        if target.startswith("ovseg3d_core.training")
+    ]
+    assert not offenders, offenders
+
+
+def test_first_party_modules_import_no_circle():
+    graph = _first_party_imports()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    circles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                circles.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, circles
+
+
+def test_public_surface_resolves_lazily():
+    probe = (
+        "import sys, ovseg3d_core\n"
+        "assert 'ovseg3d_core.segmenter' not in sys.modules\n"
+        "print(sorted(n for n in ovseg3d_core.__all__ if getattr(ovseg3d_core, n).__name__ != n))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"
+    assert {"SceneSegmenter", "OnlineSegmenter", "RGBDFrame", "ShapeDatabase"} <= set(ovseg3d_core.__all__)

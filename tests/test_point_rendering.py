@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from ovseg3d_core.config import ConfigError
-from ovseg3d_core.data.image_io import read_color
-from ovseg3d_core.data.point_rendering import (
+from ovseg3d_core.data.scenes.image_io import read_color
+from ovseg3d_core.data.scenes.point_rendering import (
     PointCloudError,
     SurfaceConfig,
     point_raycaster,
     reconstruct_surface,
     render_point_views,
 )
-from ovseg3d_core.data.rendering import (
+from ovseg3d_core.data.scenes.rendering import (
     DEFAULT_RENDER_INTRINSICS,
     NO_INSTANCE,
     MeshError,
@@ -29,7 +29,7 @@ from ovseg3d_core.data.rendering import (
     view_panels,
     write_view_png,
 )
-from ovseg3d_core.data.scannet import IGNORE_INDEX, load_scannet_scan
+from ovseg3d_core.data.scenes.scannet import IGNORE_INDEX, load_scannet_scan
 from ovseg3d_core.geometry import CameraIntrinsics, look_along
 
 # Half resolution keeps the module well under a minute; the trajectory probes at its own resolution.

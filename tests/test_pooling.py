@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ovseg3d_core.data.scannet import IGNORE_INDEX, load_scannet_scan
+from ovseg3d_core.data.scenes.scannet import IGNORE_INDEX, load_scannet_scan
 from ovseg3d_core.geometry import knn
 from ovseg3d_core.purify.pooling import (
     GeometryGuidedPooling,
@@ -15,6 +15,8 @@ from ovseg3d_core.purify.pooling import (
     _propagate_region,
     _propagate_region_split,
     morton_order,
+    move_rows,
+    renumber_neighbours,
     warm_up,
 )
 
@@ -173,6 +175,34 @@ def test_warm_up_leaves_no_width_to_compile():
     for width in range(1, 70):
         np.testing.assert_allclose(op.propagate(np.ones((50, width), np.float32)), 1.0, rtol=1e-5)
     assert len(_propagate_region.signatures) + len(_propagate_region_split.signatures) == compiled
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32, np.float64])
+def test_rows_move_in_place_as_a_copy_would_move_them(dtype):
+    """Voxels inserted into and evicted from the voxel order: kept rows move up and down, in place."""
+    rng = np.random.default_rng(3)
+    array = rng.integers(0, 1000, (300, 5)).astype(dtype)
+    sources = np.sort(rng.choice(300, 180, replace=False))
+    targets = np.sort(rng.choice(320, 180, replace=False))  # ascending, some rows down, some up
+    assert (targets < sources).any() and (targets > sources).any()
+    buffer = np.zeros((320, 5), dtype=dtype)
+    buffer[:300] = array
+    move_rows(buffer, sources, targets)
+    np.testing.assert_array_equal(buffer[targets], array[sources])
+
+
+def test_renumbered_neighbours_stay_ascending_and_lost_ones_are_flagged():
+    rng = np.random.default_rng(4)
+    neighbours = np.sort(rng.choice(250, (40, 8)), axis=1).astype(np.int32)
+    rank_map = np.full(250, -1, dtype=np.int32)
+    kept = np.sort(rng.choice(250, 230, replace=False))
+    rank_map[kept] = np.sort(rng.choice(400, 230, replace=False))
+    renumbered, lost = neighbours.copy(), np.zeros(40, dtype=bool)
+    renumber_neighbours(renumbered, np.arange(40), rank_map, lost)
+    mapped = rank_map[neighbours]
+    np.testing.assert_array_equal(lost, (mapped < 0).any(axis=1))
+    np.testing.assert_array_equal(renumbered, np.maximum(mapped, 0))
+    assert lost.any() and (np.diff(renumbered[~lost], axis=1) >= 0).all()
 
 
 def test_constant_field_stays_constant():

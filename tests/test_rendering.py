@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ovseg3d_core.data.image_io import depth_mm_to_metres
-from ovseg3d_core.data.rendering import (
+from ovseg3d_core.data.scenes.rendering import (
     DEFAULT_RENDER_INTRINSICS,
     MAX_DEPTH_MM,
     NO_INSTANCE,
@@ -18,7 +17,8 @@ from ovseg3d_core.data.rendering import (
     look_pose,
     render_views,
 )
-from ovseg3d_core.data.scannet import IGNORE_INDEX, SCANNET20_CLASSES, load_scannet_scan
+from ovseg3d_core.data.scenes.scannet import IGNORE_INDEX, SCANNET20_CLASSES, load_scannet_scan
+from ovseg3d_core.frame import depth_mm_to_metres
 from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, backproject_depth, knn
 
 

@@ -8,31 +8,47 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from ovseg3d_core.data.root import data_path
+from ovseg3d_core.data.shapes.procedural_dataset import ProceduralDatasetConfig, procedural_splits
+from ovseg3d_core.data.shapes.sample import ShapeSampleConfig
+from ovseg3d_core.data.shapes.text2shape import MissingShapeWarning, load_text2shape
 from ovseg3d_core.encoders.base import WeightsNotFoundError
-from ovseg3d_core.metrics.retrieval import RetrievalMetricError, ranking_metrics, retrieval_scores
-from ovseg3d_core.retrieval.feature_cache import FeatureCacheError, ShapeFeatures, compute_features
-from ovseg3d_core.retrieval.frozen_encoders import (
+from ovseg3d_core.encoders.pointnet import (
     MODELNET40_CLASSES,
-    FrozenEncoderConfig,
     PointNetFeatures,
-    ViewEncoder,
     load_pointnet_classifier,
     load_pointnet_features,
-    normalize_unit_sphere,
 )
+from ovseg3d_core.metrics.retrieval import RetrievalMetricError, ranking_metrics, retrieval_scores
+from ovseg3d_core.paths import shipped_checkpoints
+from ovseg3d_core.retrieval.database import ShapeDatabase, ShapeDatabaseConfig
+from ovseg3d_core.retrieval.feature_cache import FeatureCacheError, ShapeFeatures, compute_features
+from ovseg3d_core.retrieval.frozen_encoders import FrozenEncoderConfig, ViewEncoder, normalize_unit_sphere
 from ovseg3d_core.retrieval.index import RetrievalQueryError, ShapeIndex, ShapeIndexError
 from ovseg3d_core.retrieval.losses import hn_nce_loss, info_nce_loss
 from ovseg3d_core.retrieval.model import (
+    CHECKPOINT_VERSION,
+    CheckpointInfo,
     ContextQueryFusion,
     RetrievalConfig,
     RetrievalModelError,
     TriModalRetrievalModel,
+    load_checkpoint_info,
     load_model,
+    read_checkpoint,
     save_model,
     view_subset,
 )
+from ovseg3d_core.training.retrieval import (
+    RetrievalExperimentConfig,
+    RetrievalTrainConfig,
+    checkpoint_info,
+    fit,
+    upgrade_checkpoint,
+)
+from ovseg3d_core.training.run import OptimConfig
 
 # ---------------------------------------------------------------- losses
 
@@ -136,14 +152,76 @@ def test_loss_decreases_on_a_tiny_set():
 
 def test_model_checkpoint_round_trip(tmp_path):
     model = TriModalRetrievalModel(RetrievalConfig(dim=16, hidden=32, fusion="mlp")).eval()
-    path = save_model(model, tmp_path / "m.pt")
+    info = CheckpointInfo(encoders=FrozenEncoderConfig(point_tokens=8), held_out=[5, 2])
+    path = save_model(model, tmp_path / "m.pt", info=info)
     loaded = load_model(path)
     assert loaded.config == model.config
+    assert load_checkpoint_info(path) == info
     x = (torch.randn(2, 4, 1024), torch.rand(2, 4, 9), torch.randn(2, 6, 1280))
     assert torch.allclose(model.encode_shape(*x), loaded.encode_shape(*x))
     torch.save({"format": "something else"}, tmp_path / "bad.pt")
     with pytest.raises(RetrievalModelError, match="not an ovseg3d retrieval checkpoint"):
         load_model(tmp_path / "bad.pt")
+
+
+def test_version_1_checkpoints_load_their_weights_and_upgrade_with_their_run_config(tmp_path):
+    model = TriModalRetrievalModel(RetrievalConfig(dim=16, hidden=32)).eval()
+    path = save_model(model, tmp_path / "m.pt", info=CheckpointInfo())
+    state = read_checkpoint(path)
+    del state["info"]
+    torch.save({**state, "version": 1, "extra": {"val": {"t2s_rr1": 0.5}}}, path)
+    assert torch.equal(load_model(path).text_adapter[0].weight, model.text_adapter[0].weight)
+    with pytest.raises(RetrievalModelError, match=r"version-1 .*upgrade_checkpoint"):
+        load_checkpoint_info(path)
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": {"n_shapes": 50, "seed": 3}, "encoders": {"point_tokens": 8}}))
+    upgrade_checkpoint(path, config)
+    upgraded = read_checkpoint(path)
+    assert upgraded["version"] == CHECKPOINT_VERSION and upgraded["extra"] == {"val": {"t2s_rr1": 0.5}}
+    assert all(torch.equal(upgraded["model"][k], v) for k, v in state["model"].items())
+    info = load_checkpoint_info(path)
+    assert info.corpus.n_shapes == 50 and info.corpus.seed == 3 and info.encoders.point_tokens == 8
+    splits = procedural_splits(info.corpus)
+    assert len(info.held_out) == 5 and all(splits[i] == "test" for i in info.held_out)
+
+    torch.save({**state, "version": 99}, path)
+    with pytest.raises(RetrievalModelError, match="version 99, expected 1 to"):
+        load_model(path)
+
+
+def test_the_shipped_checkpoint_carries_the_settings_of_its_training_run():
+    shipped = shipped_checkpoints() / "retrieval"
+    info = load_checkpoint_info(shipped / "model.pt")
+    assert info == checkpoint_info(RetrievalExperimentConfig.from_yaml(shipped / "config.yaml"))
+    assert len(info.held_out) == 300 and info.encoders.view_size == info.corpus.sample.views.size == 128
+
+
+def test_shape_database_builds_from_the_checkpoint_alone(tmp_path):
+    corpus = ProceduralDatasetConfig(
+        n_shapes=40, sample=ShapeSampleConfig.from_dict({"n_points": 2048, "views": {"size": 64}})
+    )
+    info = CheckpointInfo(
+        encoders=FrozenEncoderConfig(view_size=64, point_tokens=8), corpus=corpus, held_out=[7, 3, 19]
+    )
+    torch.manual_seed(0)
+    model = TriModalRetrievalModel(RetrievalConfig(dim=16, hidden=32)).eval()
+    checkpoint = save_model(model, tmp_path / "m.pt", info=info)
+    config = ShapeDatabaseConfig(
+        checkpoint=str(checkpoint), procedural_shapes=2, text2shape=False, cloud_points=64, cache_dir=str(tmp_path)
+    )
+    database = ShapeDatabase.load_or_build(config, progress=False)
+    assert database.index.shape_ids == ["proc-0-000007", "proc-0-000003"]  # the first held-out shapes, in order
+    assert database.index.metadata["encoders"] == info.encoders.to_dict()
+    assert database.cloud("proc-0-000003").shape == (64, 6) and database.thumbnails["proc-0-000007"].shape[0] == 64
+    ids, scores = database.retrieve("a red chair", 2)
+    assert sorted(ids) == sorted(database.index.shape_ids) and scores[0] >= scores[1]
+    # Built once per checkpoint and settings: the same spec reuses the cache, a new checkpoint or setting does not.
+    assert ShapeDatabase.load_or_build(config, progress=False).index.shape_ids == database.index.shape_ids
+    save_model(model, checkpoint, info=info.replace(held_out=[19]))
+    assert ShapeDatabase.load_or_build(config, progress=False).index.shape_ids == ["proc-0-000019"]
+    assert len(ShapeDatabase.load_or_build(config.replace(procedural_shapes=1), progress=False)) == 1
+    assert len(list(tmp_path.glob("*/index.npz"))) == 3
 
 
 # ---------------------------------------------------------------- metrics
@@ -258,9 +336,6 @@ def test_view_encoder_uses_imagenet_weights_on_a_real_render():
 
 @pytest.fixture(scope="module")
 def text2shape_features():
-    from ovseg3d_core.data.shape_sample import ShapeSampleConfig
-    from ovseg3d_core.data.text2shape import MissingShapeWarning, load_text2shape
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingShapeWarning)
         samples = load_text2shape(config=ShapeSampleConfig.from_dict({"n_points": 2048, "views": {"size": 64}}))
@@ -298,9 +373,6 @@ def test_feature_cache_round_trip_and_key_check(tmp_path, text2shape_features):
 
 
 def test_training_on_real_features_lowers_the_loss(text2shape_features):
-    from ovseg3d_core.retrieval.training import RetrievalTrainConfig, fit
-    from ovseg3d_core.trainer import OptimConfig
-
     f = text2shape_features
     cfg = RetrievalConfig(dim=32, hidden=64, dropout=0.0)
     batch = (

@@ -19,13 +19,13 @@ retrieval_node:
 
 
 def test_retrieve_returns_k_ranked_shapes_and_refuses_bad_requests(tmp_path, ros_context):
-    from ovseg3d_ros.client import Ovseg3dClient
     from ovseg3d_ros.conversions import cloud_to_xyz_rgb
-    from ovseg3d_ros.retrieval_node import LOADING
+    from ovseg3d_ros.nodes.retrieval_node import LOADING
+    from ovseg3d_ros.tools.client import Ovseg3dClient
 
     params = tmp_path / "params.yaml"
     params.write_text(PARAMS.format(cache=tmp_path / "database"))
-    command = [sys.executable, "-m", "ovseg3d_ros.bringup", "--nodes", "retrieval", "--params", str(params)]
+    command = [sys.executable, "-m", "ovseg3d_ros.tools.bringup", "--nodes", "retrieval", "--params", str(params)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = Ovseg3dClient(ros_context, name="retrieval_test_client")
     try:

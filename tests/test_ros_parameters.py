@@ -29,7 +29,7 @@ def test_declared_parameters_carry_descriptions_ranges_and_overrides(ros_context
     import rclpy
     from rclpy.parameter import Parameter
 
-    from ovseg3d_ros.parameters import declare_config
+    from ovseg3d_ros.nodes.parameters import declare_config
 
     overrides = [Parameter("pooling.k", value=12), Parameter("vocabulary", value=["sofa"])]
     node = rclpy.create_node("param_probe", context=ros_context, parameter_overrides=overrides)
@@ -53,7 +53,7 @@ def test_out_of_range_override_fails_with_the_config_message(ros_context):
     import rclpy
     from rclpy.parameter import Parameter
 
-    from ovseg3d_ros.parameters import declare_config
+    from ovseg3d_ros.nodes.parameters import declare_config
 
     node = rclpy.create_node(
         "param_probe_bad", context=ros_context, parameter_overrides=[Parameter("backend", value="clip")]

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ovseg3d_core.data import pointcept, scan_tool
-from ovseg3d_core.data.labeled_scan import ScanFormatError
-from ovseg3d_core.data.pointcept import REQUIRED_ARRAYS, load_pointcept_scan, save_pointcept_scan
 from ovseg3d_core.data.root import DataNotFoundError, data_path
-from ovseg3d_core.data.scan_layouts import ScanLayout, convert_to_pointcept, detect_scan_layout, load_scan
-from ovseg3d_core.data.scannet import IGNORE_INDEX, ScanNetFormatError, load_scannet_scan
+from ovseg3d_core.data.scenes import pointcept
+from ovseg3d_core.data.scenes.labeled_scan import ScanFormatError
+from ovseg3d_core.data.scenes.pointcept import REQUIRED_ARRAYS, load_pointcept_scan, save_pointcept_scan
+from ovseg3d_core.data.scenes.scan_layouts import ScanLayout, convert_to_pointcept, detect_scan_layout, load_scan
+from ovseg3d_core.data.scenes.scannet import IGNORE_INDEX, ScanNetFormatError, load_scannet_scan
+from ovseg3d_core.tools import scan as scan_tool
 
 from conftest import REPO_ROOT
 
@@ -131,15 +132,15 @@ def test_segment200_is_optional_and_a_pointcept_folder_converts_again(copy_of_co
 def test_an_interrupted_save_leaves_neither_destination_nor_staging(converted, tmp_path, monkeypatch):
     scan = load_pointcept_scan(converted)
     written: list[Path] = []
-    real_write = pointcept.atomic_write
+    real_save = np.save
 
-    def write_then_fail(path, write):
+    def save_then_fail(path, array):
         if len(written) == 3:
             raise OSError("disk full")
-        written.append(real_write(path, write))
-        return written[-1]
+        real_save(path, array)
+        written.append(Path(path))
 
-    monkeypatch.setattr(pointcept, "atomic_write", write_then_fail)
+    monkeypatch.setattr(pointcept.np, "save", save_then_fail)
     with pytest.raises(OSError, match="disk full"):
         save_pointcept_scan(scan, tmp_path / "out" / "scene0000_00")
     assert len(written) == 3

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from ovseg3d_core.data.sevenscenes import SevenScenes
+from ovseg3d_core.data.scenes.sevenscenes import SevenScenes
 from ovseg3d_core.frame import RGBDFrame
 from ovseg3d_core.geometry import CameraIntrinsics, GeometryError, pack_voxel_keys
 from ovseg3d_core.scene import FORMAT_VERSION, SceneConfig, SceneFormatError, SceneMap, SkippedFrameWarning

@@ -34,8 +34,8 @@ scene_node:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """Four rendered ScanNet views as a bag (RGB, depth, CameraInfo, pose, semantic/image)."""
-    from ovseg3d_core.data.scannet import load_scannet_scan
-    from ovseg3d_ros.bag_tools import dataset_frames, write_bag
+    from ovseg3d_core.data.scenes.scannet import load_scannet_scan
+    from ovseg3d_ros.tools.bag import dataset_frames, write_bag
 
     frames = list(dataset_frames("scannet", 4, seed=1))
     bag = tmp_path_factory.mktemp("bags") / "scannet"
@@ -49,7 +49,7 @@ def start_node(tmp_path: Path, name: str = "scene_node", **settings: object) -> 
     params = tmp_path / f"{name}.yaml"
     params.write_text(PARAMS.format(**{**values, **settings}))
     log = tmp_path / f"{name}.log"
-    command = [sys.executable, "-m", "ovseg3d_ros.bringup", "--nodes", "scene", "--params", str(params)]
+    command = [sys.executable, "-m", "ovseg3d_ros.tools.bringup", "--nodes", "scene", "--params", str(params)]
     with log.open("w") as output:
         return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True), log
 
@@ -69,9 +69,9 @@ def stop(process: subprocess.Popen, log: Path) -> str:
 
 
 def test_scene_node_end_to_end(rendered, tmp_path, ros_context):
-    from ovseg3d_ros.bag_tools import frame_messages, play_bag
-    from ovseg3d_ros.client import Ovseg3dClient
     from ovseg3d_ros.conversions import read_labeled_cloud
+    from ovseg3d_ros.tools.bag import frame_messages, play_bag
+    from ovseg3d_ros.tools.client import Ovseg3dClient
 
     bag, frames, scan = rendered
     process, log = start_node(tmp_path)
@@ -208,8 +208,8 @@ def test_an_unusable_student_checkpoint_fails_labeling_but_not_the_node(rendered
     """A checkpoint that is not a student is only found out when purifying: the node keeps mapping and says why."""
     import torch
 
-    from ovseg3d_ros.bag_tools import play_bag
-    from ovseg3d_ros.client import Ovseg3dClient
+    from ovseg3d_ros.tools.bag import play_bag
+    from ovseg3d_ros.tools.client import Ovseg3dClient
 
     not_a_student = tmp_path / "trainer-state.pt"
     torch.save({"model": {}, "epoch": 3}, not_a_student)
@@ -244,8 +244,8 @@ def test_an_unusable_student_checkpoint_fails_labeling_but_not_the_node(rendered
 
 def test_a_silent_semantic_image_input_is_named(rendered, tmp_path, ros_context):
     """The noisy oracle fed RGB-D + CameraInfo but no semantic/image (a 7-Scenes bag) warns which input is missing."""
-    from ovseg3d_ros.bag_tools import frame_messages
-    from ovseg3d_ros.client import Ovseg3dClient
+    from ovseg3d_ros.tools.bag import frame_messages
+    from ovseg3d_ros.tools.client import Ovseg3dClient
 
     frames = rendered[1]
     process, log = start_node(tmp_path, status_period_s=1.0)

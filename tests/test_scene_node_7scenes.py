@@ -32,11 +32,11 @@ scene_node:
 
 def test_7scenes_bag_gives_a_cloud_on_the_reconstructed_surface(tmp_path, ros_context):
     """Random-weight OpenCLIP: the test is about poses, depth and transport, not about label quality."""
-    from ovseg3d_core.data.scannet import SCANNET20_CLASSES
+    from ovseg3d_core.data.scenes.scannet import SCANNET20_CLASSES
     from ovseg3d_core.scene import SceneConfig, SceneMap
-    from ovseg3d_ros.bag_tools import DEFAULT_START_TIME_S, dataset_frames, play_bag, write_bag
-    from ovseg3d_ros.client import Ovseg3dClient
     from ovseg3d_ros.conversions import read_labeled_cloud, stamp_to_nanoseconds
+    from ovseg3d_ros.tools.bag import DEFAULT_START_TIME_S, dataset_frames, play_bag, write_bag
+    from ovseg3d_ros.tools.client import Ovseg3dClient
 
     frames = list(dataset_frames("7scenes", 5, stride=20))
     bag = tmp_path / "7scenes"
@@ -45,7 +45,7 @@ def test_7scenes_bag_gives_a_cloud_on_the_reconstructed_surface(tmp_path, ros_co
 
     params = tmp_path / "params.yaml"
     params.write_text(PARAMS)
-    command = [sys.executable, "-m", "ovseg3d_ros.bringup", "--nodes", "scene", "--params", str(params)]
+    command = [sys.executable, "-m", "ovseg3d_ros.tools.bringup", "--nodes", "scene", "--params", str(params)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = Ovseg3dClient(ros_context, name="scene_node_7scenes_client")
     try:

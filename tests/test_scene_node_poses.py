@@ -1,7 +1,7 @@
 """scene_node in-process over real DDS: its pose sources (camera_pose first, TF for frames it has no
 pose for) and a shutdown that interrupts a purification.
 
-TF is a stand-in bound where ``ovseg3d_ros.camera_poses`` imports tf2_ros: a Buffer answering one
+TF is a stand-in bound where ``ovseg3d_ros.nodes.camera_poses`` imports tf2_ros: a Buffer answering one
 fixed transform and a listener that does nothing.
 """
 
@@ -56,10 +56,10 @@ def test_frame_pose_comes_from_camera_pose_when_it_has_one_else_from_tf(ros_cont
     from rclpy.time import Time
     from std_msgs.msg import Header
 
-    import ovseg3d_ros.camera_poses as camera_poses
-    import ovseg3d_ros.scene_node as scene_node
+    import ovseg3d_ros.nodes.camera_poses as camera_poses
+    import ovseg3d_ros.nodes.scene_node as scene_node
     from ovseg3d_ros.conversions import matrix_to_pose_stamped, nanoseconds_to_stamp
-    from ovseg3d_ros.qos import sensor_input_qos
+    from ovseg3d_ros.nodes.qos import sensor_input_qos
 
     monkeypatch.setattr(camera_poses, "tf2_ros", stand_in_tf2_ros())
     node = scene_node.SceneNode(context=ros_context)
@@ -105,7 +105,7 @@ def test_a_shutdown_while_publishing_is_not_a_labeling_failure(ros_context):
     import rclpy
     from rclpy.parameter import Parameter
 
-    import ovseg3d_ros.scene_node as scene_node
+    import ovseg3d_ros.nodes.scene_node as scene_node
 
     node = scene_node.SceneNode(
         context=ros_context,

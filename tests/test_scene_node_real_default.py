@@ -50,16 +50,16 @@ def set_parameter(client, name: str, value: str | float):
 def test_shipped_config_maps_geometry_then_labels_with_a_checkpoint_set_at_runtime(
     vit_b16_checkpoint, tmp_path, ros_context
 ):
-    from ovseg3d_core.data.scannet import SCANNET20_CLASSES
-    from ovseg3d_core.data.sevenscenes import SevenScenes
-    from ovseg3d_ros.bag_tools import frame_messages
-    from ovseg3d_ros.client import Ovseg3dClient
+    from ovseg3d_core.data.scenes.scannet import SCANNET20_CLASSES
+    from ovseg3d_core.data.scenes.sevenscenes import SevenScenes
     from ovseg3d_ros.conversions import read_labeled_cloud
+    from ovseg3d_ros.tools.bag import frame_messages
+    from ovseg3d_ros.tools.client import Ovseg3dClient
 
     sequence = SevenScenes()
     frames = [sequence[i] for i in range(0, 200, 10)]
     log = tmp_path / "bringup.log"
-    command = [sys.executable, "-m", "ovseg3d_ros.bringup", "--nodes", "scene"]
+    command = [sys.executable, "-m", "ovseg3d_ros.tools.bringup", "--nodes", "scene"]
     command += ["--params", str(REPO_ROOT / "config" / "ovseg3d.yaml")]
     with log.open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)

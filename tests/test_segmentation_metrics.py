@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ovseg3d_core.data.scannet import IGNORE_INDEX, SCANNET20_CLASSES
+from ovseg3d_core.data.scenes.scannet import IGNORE_INDEX, SCANNET20_CLASSES
 from ovseg3d_core.metrics.scan_points import NO_CLASS, scan_point_labels
 from ovseg3d_core.metrics.segmentation import (
     POOLED,

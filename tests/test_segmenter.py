@@ -7,8 +7,8 @@ import pytest
 from scipy.spatial import cKDTree
 
 from ovseg3d_core.config import ConfigError
-from ovseg3d_core.data.rendering import generate_trajectory, render_views
-from ovseg3d_core.data.scannet import IGNORE_INDEX, SCANNET20_CLASSES, load_scannet_scan
+from ovseg3d_core.data.scenes.rendering import generate_trajectory, render_views
+from ovseg3d_core.data.scenes.scannet import IGNORE_INDEX, SCANNET20_CLASSES, load_scannet_scan
 from ovseg3d_core.encoders.noisy_oracle import NoisyOracleConfig
 from ovseg3d_core.segmenter import SceneSegmenter, SegmenterConfig, SegmenterError
 

@@ -11,8 +11,11 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from ovseg3d_core.data.procedural_captions import COLOR_WORDS, write_captions
-from ovseg3d_core.data.procedural_dataset import (
+from ovseg3d_core.data.root import data_path
+from ovseg3d_core.data.shapes.dataset import ShapeCacheError, ShapeDataset
+from ovseg3d_core.data.shapes.mesh import ColoredMesh, ShapeDataError
+from ovseg3d_core.data.shapes.procedural_captions import COLOR_WORDS, write_captions
+from ovseg3d_core.data.shapes.procedural_dataset import (
     ProceduralDatasetConfig,
     generate_procedural_dataset,
     procedural_dataset,
@@ -20,14 +23,11 @@ from ovseg3d_core.data.procedural_dataset import (
     procedural_shape,
     procedural_splits,
 )
-from ovseg3d_core.data.procedural_shapes import COLORS
-from ovseg3d_core.data.root import data_path
-from ovseg3d_core.data.shape_dataset import ShapeCacheError, ShapeDataset
-from ovseg3d_core.data.shape_mesh import ColoredMesh, ShapeDataError
-from ovseg3d_core.data.shape_render import ViewRenderConfig
-from ovseg3d_core.data.shape_sample import ShapeSampleConfig
-from ovseg3d_core.data.shapenet_mesh import MaterialWarning, load_shapenet_meshes, read_obj_mesh
-from ovseg3d_core.data.text2shape import (
+from ovseg3d_core.data.shapes.procedural_shapes import COLORS
+from ovseg3d_core.data.shapes.render import ViewRenderConfig
+from ovseg3d_core.data.shapes.sample import ShapeSampleConfig
+from ovseg3d_core.data.shapes.shapenet import MaterialWarning, load_shapenet_meshes, read_obj_mesh
+from ovseg3d_core.data.shapes.text2shape import (
     MissingShapeWarning,
     load_text2shape,
     read_nrrd_voxels,

@@ -29,7 +29,7 @@ def test_real_errors_still_propagate():
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from ovseg3d_ros.shutdown import ended_by_shutdown, spin_until_shutdown
+    from ovseg3d_ros.nodes.shutdown import ended_by_shutdown, spin_until_shutdown
 
     context = rclpy.Context()
     rclpy.init(context=context)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg3d_core.data.redwood import RedwoodSequence
+from ovseg3d_core.data.scenes.redwood import RedwoodSequence
 from ovseg3d_core.geometry import unpack_voxel_keys
 from ovseg3d_core.purify.student import (
     SHIPPED_CHECKPOINT,

@@ -105,16 +105,16 @@ class Rig:
     def __init__(self, context, tmp_path: Path) -> None:
         import tf2_ros
 
-        from ovseg3d_ros.bag_tools import dataset_frames
-        from ovseg3d_ros.client import Ovseg3dClient
         from ovseg3d_ros.conversions import nanoseconds_to_stamp
+        from ovseg3d_ros.tools.bag import dataset_frames
+        from ovseg3d_ros.tools.client import Ovseg3dClient
 
         self.tmp_path = tmp_path
         self.frames = list(dataset_frames("7scenes", FRAMES, stride=STRIDE))
         params = tmp_path / "params.yaml"
         params.write_text(PARAMS)
         self.log = tmp_path / "scene_node.log"
-        command = [sys.executable, "-m", "ovseg3d_ros.bringup", "--nodes", "scene", "--params", str(params)]
+        command = [sys.executable, "-m", "ovseg3d_ros.tools.bringup", "--nodes", "scene", "--params", str(params)]
         with self.log.open("w") as output:
             self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
         self.client = Ovseg3dClient(context, name="tf_poses_client")
@@ -149,8 +149,8 @@ class Rig:
         return Status(int(frames), int(dropped), int(rejected), int(no_pose), {k: int(v) for k, v in pairs.items()})
 
     def wait_ready(self) -> None:
-        from ovseg3d_ros.bag_tools import frame_messages
-        from ovseg3d_ros.qos import sensor_input_qos
+        from ovseg3d_ros.nodes.qos import sensor_input_qos
+        from ovseg3d_ros.tools.bag import frame_messages
 
         assert self.client.wait_for(lambda: "scene_node ready" in self.log.read_text(), 120), "node never ready"
         for topic, msg in frame_messages(self.frames[0], 0, CAMERA_FRAME, "map"):
@@ -169,8 +169,8 @@ class Rig:
         """
         from std_msgs.msg import Header
 
-        from ovseg3d_ros.bag_tools import TOPIC_POSE, frame_messages
         from ovseg3d_ros.conversions import matrix_to_pose_stamped, pose_stamped_to_matrix
+        from ovseg3d_ros.tools.bag import TOPIC_POSE, frame_messages
 
         start_ns = (1_700_000_000 + 1000 * index) * 10**9
         played = []

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +17,7 @@ from conftest import REPO_ROOT
 
 @pytest.fixture(scope="module")
 def train_student():
-    path = REPO_ROOT / "training" / "train_student.py"
-    spec = importlib.util.spec_from_file_location("train_student", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_student"] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("ovseg3d_core.training.student")
 
 
 def test_shipped_configs_parse(train_student):
@@ -95,8 +90,8 @@ def test_data_parallel_run_on_two_processes(tmp_path):
 
     path = tiny_config(tmp_path, "ddp", sevenscenes_chunks=1, frames_per_chunk=20, frame_step=5)
     export = tmp_path / "export"
-    script = REPO_ROOT / "training" / "train_student.py"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "ovseg3d_core.training.student"]
     command += ["--config", str(path), "--out", str(tmp_path / "run"), "--export", str(export)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

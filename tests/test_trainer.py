@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ovseg3d_core.config import ConfigError
-from ovseg3d_core.trainer import (
+from ovseg3d_core.training.run import (
     OptimConfig,
     TrainingRun,
     TrainingRunError,

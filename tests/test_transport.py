@@ -19,7 +19,7 @@ from ovseg3d_ros.fastdds_profile import (
     profile_variable,
     use_fastdds_profile,
 )
-from ovseg3d_ros.qos import cloud_output_qos, latched_qos, sensor_input_qos
+from ovseg3d_ros.nodes.qos import cloud_output_qos, latched_qos, sensor_input_qos
 
 PEER = Path(__file__).with_name("cloud_peer.py")
 REPO_ROOT = Path(__file__).resolve().parents[1]

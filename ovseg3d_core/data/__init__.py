@@ -1,1 +1,4 @@
-"""Dataset loaders, view rendering and procedural shapes (each module imports its heavy deps lazily)."""
+"""Data apart from the maps the segmenter builds: scene data (:mod:`.scenes`), shape data (:mod:`.shapes`).
+
+Each module imports its heavy dependencies lazily.
+"""

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from ovseg3d_core.config import Config, ConfigError, setting
-from ovseg3d_core.data.scannet import SCANNET20_CLASSES
+from ovseg3d_core.data.scenes.scannet import SCANNET20_CLASSES
 from ovseg3d_core.encoders.base import EncoderError, FrameFeatures, TextEncoder, check_texts, l2_normalise
 from ovseg3d_core.frame import RGBDFrame
 

@@ -14,12 +14,19 @@ from dataclasses import dataclass
 from ovseg3d_core.config import Config, ConfigError, setting
 from ovseg3d_core.encoders import noisy_oracle
 from ovseg3d_core.encoders.base import FrameFeatureSource, TextEncoder
-from ovseg3d_core.encoders.minilm import MiniLMConfig
+from ovseg3d_core.encoders.minilm import MiniLMConfig, MiniLMTextEncoder
 from ovseg3d_core.encoders.noisy_oracle import NoisyOracle, NoisyOracleConfig
-from ovseg3d_core.encoders.openclip import OpenCLIPConfig
+from ovseg3d_core.encoders.openclip import (
+    OpenCLIPConfig,
+    OpenCLIPDenseExtractor,
+    OpenCLIPTextEncoder,
+    load_openclip_model,
+)
 from ovseg3d_core.encoders.prompts import PromptConfig, PromptedTextEncoder
 
-TEXT_ENCODERS = ("auto", "minilm", "openclip")
+TEXT_BACKENDS = ("minilm", "openclip")
+"""Concrete text encoders: ``auto`` resolves to one, and the retrieval model's frozen text tower picks one too."""
+TEXT_ENCODERS = ("auto", *TEXT_BACKENDS)
 DENSE_EXTRACTORS = ("openclip", "noisy_oracle")
 WEIGHTS_HELP = "README section 'Model weights'"
 
@@ -84,8 +91,6 @@ def load_shared_model(config: EncoderConfig):
     """The OpenCLIP model both towers use (loaded once from ``checkpoint``), or None if neither does."""
     if not config.needs_weights:
         return None
-    from ovseg3d_core.encoders.openclip import load_openclip_model
-
     return load_openclip_model(config.openclip, config.checkpoint or None)
 
 
@@ -95,12 +100,8 @@ def build_text_encoder(config: EncoderConfig, prompted: bool = True, model=None)
     ``model`` is an OpenCLIP model already loaded by :func:`load_shared_model`.
     """
     if config.text_backend == "minilm":
-        from ovseg3d_core.encoders.minilm import MiniLMTextEncoder
-
         encoder: TextEncoder = MiniLMTextEncoder(config.minilm)
     else:
-        from ovseg3d_core.encoders.openclip import OpenCLIPTextEncoder
-
         encoder = OpenCLIPTextEncoder(config.openclip, model, config.checkpoint or None)
     return PromptedTextEncoder(encoder, config.prompts) if prompted else encoder
 
@@ -114,8 +115,6 @@ def build_dense_extractor(
     uses, so queries see the same space). OpenCLIP dense features use ``model`` when given.
     """
     if config.dense == "openclip":
-        from ovseg3d_core.encoders.openclip import OpenCLIPDenseExtractor
-
         return OpenCLIPDenseExtractor(config.openclip, model, config.checkpoint or None)
     oracle = config.noisy_oracle
     return NoisyOracle(oracle.class_names, text_encoder or build_text_encoder(config), oracle)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ovseg3d_core.data.scannet import IGNORE_INDEX
+from ovseg3d_core.data.scenes.scannet import IGNORE_INDEX
 from ovseg3d_core.metrics.segmentation import MetricsError
 
 if TYPE_CHECKING:

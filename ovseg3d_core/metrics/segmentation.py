@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ovseg3d_core.data.scannet import BACKGROUND_CLASS_NAMES, IGNORE_INDEX, SCANNET20_CLASSES
+from ovseg3d_core.data.scenes.scannet import BACKGROUND_CLASS_NAMES, IGNORE_INDEX, SCANNET20_CLASSES
 
 SCANNET19_DROPPED = ("otherfurniture",)
 SCANNET19_CLASSES = tuple(name for name in SCANNET20_CLASSES if name not in SCANNET19_DROPPED)

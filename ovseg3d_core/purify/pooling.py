@@ -91,27 +91,20 @@ def voxel_keys_of(positions: np.ndarray, voxel_size: float) -> np.ndarray:
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _graph_rows(distances, neighbours):
-    """Each row's ids sorted ascending (int32) and its largest distance (the k-th neighbour's)."""
-    n, k = neighbours.shape
-    ids = np.empty((n, k), dtype=np.int32)
+    """Sort each row's ids ascending in place; returns each row's largest distance (the k-th neighbour's)."""
+    n = neighbours.shape[0]
     farthest = np.zeros(n)
     for i in numba.prange(n):
-        row = np.sort(neighbours[i])
-        for j in range(k):
-            ids[i, j] = row[j]
-        top = 0.0
-        for j in range(k):
-            top = max(top, distances[i, j])
-        farthest[i] = top
-    return ids, farthest
+        neighbours[i] = np.sort(neighbours[i])
+        farthest[i] = distances[i].max()
+    return farthest
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _row_distances(rows, neighbours, order, positions):
+def _row_distances(rows, neighbours, order, positions, out):
     """float32 distance of row ``rows[r]`` (sorted index) to each of its neighbours, as :func:`knn` evaluates
     it: float64 ``(dx*dx + dy*dy) + dz*dz`` with d = query - neighbour, square-rooted, then rounded."""
     n, k = neighbours.shape
-    out = np.empty((n, k), dtype=np.float32)
     for r in numba.prange(n):
         i = order[rows[r]]
         for j in range(k):
@@ -120,14 +113,12 @@ def _row_distances(rows, neighbours, order, positions):
             dy = positions[i, 1] - positions[m, 1]
             dz = positions[i, 2] - positions[m, 2]
             out[r, j] = np.float32(np.sqrt((dx * dx + dy * dy) + dz * dz))
-    return out
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _unit_rows(values):
-    """float32 rows scaled to unit length (rows of norm below 1e-12 divided by 1e-12)."""
+def _unit_rows(values, out):
+    """float32 rows of ``values`` scaled to unit length into ``out`` (rows of norm below 1e-12 divided by 1e-12)."""
     n, d = values.shape
-    out = np.empty((n, d), dtype=np.float32)
     for i in numba.prange(n):
         total = np.float32(0.0)
         for j in range(d):
@@ -137,27 +128,26 @@ def _unit_rows(values):
         norm = max(np.float32(np.sqrt(total)), np.float32(1e-12))
         for j in range(d):
             out[i, j] = out[i, j] / norm
-    return out
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _affinity_logits(
-    rows, neighbours, distances, order, unit, rgb, normals, scale, distance_weight, color_weight, sharpness
+    rows, neighbours, values, order, unit, rgb, normals, scale, distance_weight, color_weight, sharpness
 ):
     """Logits of rows ``rows`` (sorted indices; voxel ``order[rows[r]]``) over their sorted ``neighbours``:
     scale x cos(unit) - distance_weight d^2 - color_weight |drgb|^2 + sharpness (|n.n| - 1).
 
+    ``values`` holds the distances d and receives the logits (in place: one R x K array for both).
     Per-voxel arrays are in the caller's order; a term whose array has no rows is left out. One pass
     per row, no R x K x D temporaries (numpy's gathers took seconds and gigabytes on a 300k-voxel map).
     """
     n, k = neighbours.shape
-    logits = np.empty((n, k), dtype=np.float32)
     dims = unit.shape[1]
     for r in numba.prange(n):
         i = order[rows[r]]
         for j in range(k):
             m = order[neighbours[r, j]]
-            value = -distance_weight * distances[r, j] * distances[r, j]
+            value = -distance_weight * values[r, j] * values[r, j]
             if unit.shape[0] > 0:
                 dot = np.float32(0.0)
                 for d in range(dims):
@@ -173,22 +163,20 @@ def _affinity_logits(
                 for c in range(3):
                     alignment += normals[i, c] * normals[m, c]
                 value += sharpness * (abs(alignment) - np.float32(1.0))
-            logits[r, j] = value
-    return logits
+            values[r, j] = value
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _softmax_rows(logits):
-    """Row softmax of the R x K logits (a row's terms summed in neighbour-id order, as they are stored)."""
-    n, k = logits.shape
-    weights = np.empty((n, k), dtype=np.float32)
+def _softmax_rows(values):
+    """Row softmax of the R x K logits in ``values``, in place (a row's terms summed in neighbour-id order,
+    as they are stored)."""
+    n, k = values.shape
     for i in numba.prange(n):
-        top = logits[i].max()
-        row = np.exp(logits[i] - top)
+        top = values[i].max()
+        row = np.exp(values[i] - top)
         row /= row.sum()
         for j in range(k):
-            weights[i, j] = row[j]
-    return weights
+            values[i, j] = row[j]
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -200,6 +188,85 @@ def _forward_hop(neighbours, frontier, level, hop):
             m = neighbours[i, j]
             if level[m] < 0:
                 level[m] = hop
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _support_rows(neighbours, weights, rows, local_of):
+    """Rows ``rows`` of the operator with their neighbour ids renumbered by ``local_of`` (-1: outside the
+    support), and their weights: one pass, no temporaries of the graph's size; also whether an id fell outside."""
+    count, k = len(rows), neighbours.shape[1]
+    ids = np.empty((count, k), dtype=np.int32)
+    values = np.empty((count, k), dtype=np.float32)
+    outside = np.zeros(count, dtype=np.bool_)
+    for q in numba.prange(count):
+        r = rows[q]
+        for j in range(k):
+            local = local_of[neighbours[r, j]]
+            if local < 0:
+                outside[q] = True
+            ids[q, j] = local
+            values[q, j] = weights[r, j]
+    return ids, values, outside.any()
+
+
+@numba.njit(cache=True, nogil=True)
+def move_rows(array, sources, targets):
+    """Move rows ``sources`` of ``array`` to rows ``targets`` in place; both ascending (an order-preserving
+    move, as when voxels are inserted into or evicted from the voxel order).
+
+    Rows moving down go first, in ascending order, then rows moving up, in descending order: either
+    way a row is written only after the row it overwrites has moved. Sequential: one pass of memory,
+    no second array (the kNN graph of a million voxels is 768 MB).
+    """
+    width = array.shape[1]
+    for q in range(len(sources)):
+        source, target = sources[q], targets[q]
+        if target < source:
+            for j in range(width):
+                array[target, j] = array[source, j]
+    for q in range(len(sources) - 1, -1, -1):
+        source, target = sources[q], targets[q]
+        if target > source:
+            for j in range(width):
+                array[target, j] = array[source, j]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def renumber_neighbours(neighbours, rows, rank_map, lost):
+    """Neighbour ids of ``rows`` mapped through ``rank_map`` (old -> new index, -1 evicted); a row that
+    lost a neighbour gets id 0 there and is flagged in ``lost``. Ascending rows stay ascending (the map
+    keeps the order)."""
+    for q in numba.prange(len(rows)):
+        r = rows[q]
+        for j in range(neighbours.shape[1]):
+            moved = rank_map[neighbours[r, j]]
+            if moved < 0:
+                lost[r] = True
+                moved = 0
+            neighbours[r, j] = moved
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def reverse_hop(neighbours, starts, stops, long_row, long_rows, level, hop):
+    """Give level ``hop`` to every row, among the ranges [starts, stops) and the long rows, with a neighbour at
+    ``hop - 1`` (the reverse of :func:`_forward_hop`; the caller picks the rows that can reach the last level)."""
+    k = neighbours.shape[1]
+    for b in numba.prange(len(starts)):
+        for r in range(starts[b], stops[b]):
+            if level[r] >= 0 or long_row[r]:
+                continue
+            for j in range(k):
+                if level[neighbours[r, j]] == hop - 1:
+                    level[r] = hop
+                    break
+    for q in numba.prange(len(long_rows)):
+        r = long_rows[q]
+        if level[r] >= 0:
+            continue
+        for j in range(k):
+            if level[neighbours[r, j]] == hop - 1:
+                level[r] = hop
+                break
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -290,14 +357,30 @@ def _propagate_group(neighbours, weights, counts, initial: np.ndarray, fixed_fro
 
 
 def warm_up(threads: int = 0) -> float:
-    """Compile (or load from numba's on-disk cache) the operator-build kernels and the propagation
-    kernel of every layout; returns seconds.
+    """Compile (or load from numba's on-disk cache) the operator-build kernels, the kernels of an
+    incremental update (kNN rows, row moves and renumbering, reverse hops) and the propagation kernel
+    of every layout, with the argument types a purification passes; returns seconds.
 
-    The first purification of a process pays this otherwise; a node can call it at start-up.
+    The first purification (and the first update) of a process pays this otherwise; a node can call
+    it at start-up.
     """
     start = time.perf_counter()
     pooling = GeometryGuidedPooling(PoolingConfig(k=1, threads=threads))
-    pooling.from_embeddings_and_geometry(np.eye(2, 3), np.eye(2), np.eye(2, 3), np.eye(2, 3))
+    positions, colors = np.eye(2, 3), np.eye(2, 3, dtype=np.uint8)
+    for dtype in (np.float64, np.float32):  # float32: the map's normals and the student's embeddings
+        pooling.from_embeddings_and_geometry(positions, np.eye(2, dtype=dtype), colors, np.eye(2, 3, dtype=dtype))
+    order = np.arange(2)
+    pooling.neighbours(positions, order, np.arange(1))
+    for count in (2, 200):  # the grid's fallback for the rows it leaves open: a few are scanned, more use a tree
+        points = np.random.default_rng(0).random((count, 3))
+        graph = np.empty((count, 1), dtype=np.float32), np.empty((count, 1), dtype=np.int32)
+        knn(points, 1, exclude_self=True, backend="kdtree", out=graph)
+    rows = np.zeros(1, dtype=np.int64)
+    for dtype in (np.int32, np.float32, np.float64):  # graph ids, weights and per-voxel inputs
+        move_rows(np.zeros((2, 1), dtype=dtype), rows, rows + 1)
+    with parallel_launch(threads):
+        renumber_neighbours(np.zeros((1, 1), dtype=np.int32), rows, np.zeros(1, dtype=np.int32), np.zeros(1, bool))
+        reverse_hop(np.zeros((1, 1), dtype=np.int32), rows, rows + 1, np.zeros(1, bool), rows, np.zeros(1, np.int16), 1)
     operator = PoolingOperator(np.zeros((1, 1)), np.ones((1, 1)), np.zeros(1, dtype=np.int64), 1, threads)
     plan = operator.region(np.zeros(1, dtype=np.int64))
     for layout in {_layout(width) for width in range(1, _GROUP + 1)}:
@@ -378,15 +461,16 @@ class PoolingOperator:
         local_of[local] = np.arange(len(local), dtype=np.int32)
         local_of[boundary] = np.arange(len(local), len(local) + len(boundary), dtype=np.int32)
         updated = local[: counts[0] if len(counts) else 0]
-        neighbours = local_of[self.neighbours[updated]]
-        if neighbours.size and neighbours.min() < 0:
+        with parallel_launch(self.threads):
+            neighbours, weights, outside = _support_rows(self.neighbours, self.weights, updated, local_of)
+        if outside:
             raise PoolingError("region plan: a row reads outside its support (inconsistent operator)")
         return RegionPlan(
             rows=self.order[rows],
             support=self.order[local],
             boundary=self.order[boundary],
-            neighbours=np.ascontiguousarray(neighbours),
-            weights=np.ascontiguousarray(self.weights[updated]),
+            neighbours=neighbours,
+            weights=weights,
             counts=counts,
             threads=self.threads,
         )
@@ -522,12 +606,15 @@ class AffinityInputs:
         return cls(np.ascontiguousarray(positions, dtype=np.float64), unit, rgb, unit_normals, geometric)
 
 
-def unit_rows(values: np.ndarray) -> np.ndarray:
-    """float32 unit rows of ``values`` (how the affinity normalises embeddings and normals, row by row)."""
+def unit_rows(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 unit rows of ``values`` (how the affinity normalises embeddings and normals, row by row),
+    written to ``out`` (a C-contiguous float32 array of the same shape) when given."""
     values = np.ascontiguousarray(values)
     if values.dtype not in (np.float32, np.float64):
         values = values.astype(np.float64)
-    return _unit_rows(values)
+    out = np.empty(values.shape, dtype=np.float32) if out is None else out
+    _unit_rows(values, out)
+    return out
 
 
 def _check_per_voxel(name: str, array: np.ndarray | None, n: int, width: int | None = None) -> np.ndarray | None:
@@ -555,34 +642,50 @@ class GeometryGuidedPooling:
     def __init__(self, config: PoolingConfig | None = None) -> None:
         self.config = config or PoolingConfig()
 
+    def width(self, voxels: int) -> int:
+        """Neighbours per row on a map of ``voxels`` voxels: K, or all the other voxels of a smaller map."""
+        return min(self.config.k, voxels - 1)
+
     def neighbours(
-        self, positions: np.ndarray, order: np.ndarray, rows: np.ndarray | None = None
+        self, positions: np.ndarray, order: np.ndarray, rows: np.ndarray | None = None, out: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Sorted rows ``rows`` (default all) of the kNN graph: ids ascending (int32, sorted indices) and
-        the K-th neighbour's distance. ``positions``: float64, caller order; ``order``: the sort.
+        the K-th neighbour's distance. ``positions``: float64, caller order; ``order``: the sort; ``out``:
+        an R x :meth:`width` int32 array that receives the ids (e.g. rows of a buffer with spare room).
 
         Exact and deterministic: ties go to the lower sorted index (:func:`ovseg3d_core.geometry.knn`).
         """
         ordered = np.ascontiguousarray(positions[order], dtype=np.float64)
-        k = min(self.config.k, len(ordered) - 1)
+        k = self.width(len(ordered))
         subset = {} if rows is None else {"rows": rows}
-        distances, neighbours = knn(ordered, k, exclude_self=True, sort=False, threads=self.config.threads, **subset)
+        count = len(ordered) if rows is None else len(rows)
+        ids = np.empty((count, k), dtype=np.int32) if out is None else out
+        distances = np.empty((count, k), dtype=np.float32)  # only the largest of each row is kept
+        knn(ordered, k, exclude_self=True, sort=False, threads=self.config.threads, out=(distances, ids), **subset)
         with parallel_launch(self.config.threads):
-            return _graph_rows(distances, neighbours)
+            return ids, _graph_rows(distances, ids)
 
     def row_weights(
-        self, inputs: AffinityInputs, order: np.ndarray, rows: np.ndarray, neighbours: np.ndarray
+        self,
+        inputs: AffinityInputs,
+        order: np.ndarray,
+        rows: np.ndarray,
+        neighbours: np.ndarray,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Softmax weights (R x K float32) of sorted rows ``rows`` over their sorted ``neighbours``."""
+        """Softmax weights (R x K float32) of sorted rows ``rows`` over their sorted ``neighbours``, written
+        to ``out`` (a C-contiguous R x K float32 array) when given; the distances and logits go through
+        the same array, so a million-row operator needs no temporaries of its size."""
         geo = self.config.geometric
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         order = np.ascontiguousarray(order, dtype=np.int64)
+        weights = np.empty(neighbours.shape, dtype=np.float32) if out is None else out
         with parallel_launch(self.config.threads):
-            distances = _row_distances(rows, neighbours, order, inputs.positions)
-            logits = _affinity_logits(
+            _row_distances(rows, neighbours, order, inputs.positions, weights)
+            _affinity_logits(
                 rows,
                 neighbours,
-                distances,
+                weights,
                 order,
                 inputs.unit,
                 inputs.rgb,
@@ -592,7 +695,8 @@ class GeometryGuidedPooling:
                 np.float32(1 / (2 * geo.color_sigma**2)),
                 np.float32(geo.normal_sharpness),
             )
-            return _softmax_rows(logits)
+            _softmax_rows(weights)
+        return weights
 
     def build(self, inputs: AffinityInputs, order: np.ndarray | None = None) -> PoolingOperator:
         """The operator over all voxels of ``inputs``; ``order`` defaults to :func:`morton_order` of the positions."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ovseg3d_core.atomic_file import atomic_torch_save
 from ovseg3d_core.config import Config, setting
 from ovseg3d_core.paths import student_checkpoint
 
@@ -234,9 +235,7 @@ def embed_voxels(
 
 def save_student(model: torch.nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write a self-describing student file: config + weights + free-form metadata (teacher, data)."""
-    from ovseg3d_core.trainer import atomic_torch_save, unwrap_model
-
-    model = unwrap_model(model)
+    model = getattr(model, "module", model)  # the plain module inside a DistributedDataParallel wrapper
     state = {"kind": "ovseg3d_student", "config": model.config.to_dict(), "model": model.state_dict()}
     state["meta"] = dict(meta or {})
     return atomic_torch_save(state, path)

@@ -17,7 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from ovseg3d_core.atomic_file import atomic_savez
-from ovseg3d_core.retrieval.frozen_encoders import FrozenEncoderConfig
+from ovseg3d_core.retrieval.frozen_encoders import (
+    FrozenEncoderConfig,
+    PointTokenEncoder,
+    make_encoders,
+    make_view_encoder,
+)
 
 CACHE_FORMAT = "ovseg3d.retrieval_features"
 CACHE_VERSION = 1
@@ -140,8 +145,6 @@ def compute_features(
     ``text_encoder`` may be passed to reuse a loaded one; it must be the one ``encoders`` names.
     """
     from tqdm import tqdm
-
-    from ovseg3d_core.retrieval.frozen_encoders import PointTokenEncoder, make_encoders, make_view_encoder
 
     encoders = encoders or FrozenEncoderConfig()
     if text_encoder is None:

@@ -1,7 +1,6 @@
 """Frozen pretrained feature extractors of the retrieval model (the trainable parts live in :mod:`.model`).
 
-- Points: PointNet trained on ModelNet40 (learning3d's ``best_ptnet_model.t7``, shipped in the shared
-  data). Layer names match learning3d exactly so the checkpoint loads strictly. Its per-point
+- Points: PointNet trained on ModelNet40 (:mod:`ovseg3d_core.encoders.pointnet`). Its per-point
   1024-d features are grouped into ``n_tokens`` local tokens (farthest-point centres, max-pooled
   members), the point features P of the paper; each token also carries its centroid and colour
   statistics for the trainable colour branch, because PointNet itself sees xyz only.
@@ -22,20 +21,13 @@ import torch
 from torch import nn
 
 from ovseg3d_core.config import Config, setting
-from ovseg3d_core.data.root import data_path
 from ovseg3d_core.encoders.base import EncoderError, WeightsNotFoundError
-from ovseg3d_core.encoders.openclip import OpenCLIPConfig
+from ovseg3d_core.encoders.minilm import MiniLMTextEncoder
+from ovseg3d_core.encoders.openclip import OpenCLIPConfig, OpenCLIPTextEncoder, load_openclip_model
+from ovseg3d_core.encoders.pointnet import POINTNET_DIM, load_pointnet_features
+from ovseg3d_core.encoders.registry import TEXT_BACKENDS
 from ovseg3d_core.geometry import knn
 
-MODELNET40_CLASSES: tuple[str, ...] = (
-    "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone",
-    "cup", "curtain", "desk", "door", "dresser", "flower_pot", "glass_box", "guitar", "keyboard", "lamp",
-    "laptop", "mantel", "monitor", "night_stand", "person", "piano", "plant", "radio", "range_hood", "sink",
-    "sofa", "stairs", "stool", "table", "tent", "toilet", "tv_stand", "vase", "wardrobe", "xbox",
-)  # fmt: skip
-"""ModelNet40 class names in the sorted order the learning3d classifier's 40 outputs use."""
-
-POINTNET_DIM = 1024
 VIEW_DIM = 1280
 TOKEN_GEOMETRY_DIM = 9
 """Per point token: centroid xyz, mean rgb, rgb standard deviation."""
@@ -57,77 +49,9 @@ class FrozenEncoderConfig(Config):
     view_backbone: str = setting(
         "efficientnet_lite0", "frozen view encoder", choices=("efficientnet_lite0", "openclip")
     )
-    text_backbone: str = setting("minilm", "frozen text encoder", choices=("minilm", "openclip"))
+    text_backbone: str = setting("minilm", "frozen text encoder", choices=TEXT_BACKENDS)
     openclip: OpenCLIPConfig = setting(OpenCLIPConfig(), "OpenCLIP towers when a backbone uses them")
     openclip_checkpoint: str = setting("", "local OpenCLIP weights file, required when a backbone is openclip")
-
-
-def default_pointnet_path(classifier: bool = False) -> Path:
-    name = "best_model.t7" if classifier else "best_ptnet_model.t7"
-    return data_path("weights", "pointnet_modelnet40", name)
-
-
-class PointNetFeatures(nn.Module):
-    """learning3d ``PointNet(emb_dims=1024, use_bn=True)``: five shared MLPs (1x1 convs) with BN + ReLU."""
-
-    def __init__(self, emb_dims: int = POINTNET_DIM) -> None:
-        super().__init__()
-        widths = [3, 64, 64, 64, 128, emb_dims]
-        for i in range(5):
-            setattr(self, f"conv{i + 1}", nn.Conv1d(widths[i], widths[i + 1], 1))
-            setattr(self, f"bn{i + 1}", nn.BatchNorm1d(widths[i + 1]))
-        self.emb_dims = emb_dims
-
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """B x N x 3 points -> B x N x emb_dims per-point features (max over N is the global feature)."""
-        if points.ndim != 3 or points.shape[-1] != 3:
-            raise EncoderError(f"PointNet expects B x N x 3 points, got {tuple(points.shape)}")
-        x = points.transpose(1, 2)
-        for i in range(1, 6):
-            x = torch.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
-        return x.transpose(1, 2)
-
-
-class PointNetClassifier(nn.Module):
-    """learning3d ``Classifier(PointNet)``: max-pooled global feature -> 512 -> 256 -> 40 ModelNet40 logits."""
-
-    def __init__(self, num_classes: int = len(MODELNET40_CLASSES)) -> None:
-        super().__init__()
-        self.feature_model = PointNetFeatures()
-        self.linear1 = nn.Linear(POINTNET_DIM, 512)
-        self.bn1 = nn.BatchNorm1d(512)
-        self.linear2 = nn.Linear(512, 256)
-        self.bn2 = nn.BatchNorm1d(256)
-        self.linear3 = nn.Linear(256, num_classes)
-
-    def head(self, global_feature: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.linear1(global_feature)))
-        x = torch.relu(self.bn2(self.linear2(x)))
-        return self.linear3(x)
-
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        return self.head(self.feature_model(points).amax(dim=1))
-
-
-def _load_strict(module: nn.Module, path: Path) -> nn.Module:
-    if not path.is_file():
-        raise WeightsNotFoundError(f"PointNet checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        module.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, KeyError) as exc:
-        raise WeightsNotFoundError(f"{path} is not a learning3d {type(module).__name__} state dict: {exc}") from exc
-    return module.eval().requires_grad_(False)
-
-
-def load_pointnet_features(path: str | Path | None = None) -> PointNetFeatures:
-    """The frozen ModelNet40 PointNet feature extractor, loaded strictly, in eval mode."""
-    return _load_strict(PointNetFeatures(), Path(path) if path else default_pointnet_path())
-
-
-def load_pointnet_classifier(path: str | Path | None = None) -> PointNetClassifier:
-    """The full ModelNet40 classifier (``best_model.t7``), loaded strictly, in eval mode."""
-    return _load_strict(PointNetClassifier(), Path(path) if path else default_pointnet_path(classifier=True))
 
 
 def normalize_unit_sphere(xyz: np.ndarray) -> np.ndarray:
@@ -264,8 +188,6 @@ class OpenCLIPViewEncoder:
     def __init__(self, config: FrozenEncoderConfig | None = None, model=None) -> None:
         import open_clip
 
-        from ovseg3d_core.encoders.openclip import load_openclip_model
-
         self.config = config or FrozenEncoderConfig()
         self.model = (
             model if model is not None else load_openclip_model(self.config.openclip, self.config.openclip_checkpoint)
@@ -305,10 +227,7 @@ def make_view_encoder(config: FrozenEncoderConfig, openclip_model=None):
 def make_text_encoder(config: FrozenEncoderConfig, openclip_model=None):
     """The configured frozen text encoder (MiniLM or an OpenCLIP text tower)."""
     if config.text_backbone == "openclip":
-        from ovseg3d_core.encoders.openclip import OpenCLIPTextEncoder
-
         return OpenCLIPTextEncoder(config.openclip, openclip_model, config.openclip_checkpoint)
-    from ovseg3d_core.encoders.minilm import MiniLMTextEncoder
 
     return MiniLMTextEncoder()
 
@@ -317,7 +236,5 @@ def make_encoders(config: FrozenEncoderConfig) -> tuple[object, object]:
     """(view encoder, text encoder); an OpenCLIP model used by both towers is loaded once."""
     shared = None
     if config.view_backbone == "openclip" and config.text_backbone == "openclip":
-        from ovseg3d_core.encoders.openclip import load_openclip_model
-
         shared = load_openclip_model(config.openclip, config.openclip_checkpoint)
     return make_view_encoder(config, shared), make_text_encoder(config, shared)

@@ -248,6 +248,7 @@ class ShapeIndex:
         """
         import torch
 
+        # frozen_encoders imports torch: only building an index or encoding a query loads it.
         from ovseg3d_core.retrieval.frozen_encoders import FrozenEncoderConfig
 
         encoders = encoders or FrozenEncoderConfig()
@@ -292,7 +293,7 @@ class ShapeIndex:
 
     @property
     def text_encoder(self):
-        if self._text_encoder is None:
+        if self._text_encoder is None:  # frozen_encoders imports torch: loaded with the first text query
             from ovseg3d_core.retrieval.frozen_encoders import FrozenEncoderConfig, make_text_encoder
 
             self._text_encoder = make_text_encoder(FrozenEncoderConfig.from_dict(self.metadata.get("encoders", {})))

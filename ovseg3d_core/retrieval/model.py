@@ -17,16 +17,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ovseg3d_core.atomic_file import atomic_torch_save
 from ovseg3d_core.config import Config, setting
-from ovseg3d_core.retrieval.frozen_encoders import POINTNET_DIM, TOKEN_GEOMETRY_DIM, VIEW_DIM
+from ovseg3d_core.data.shapes.procedural_dataset import ProceduralDatasetConfig
+from ovseg3d_core.encoders.pointnet import POINTNET_DIM
+from ovseg3d_core.retrieval.frozen_encoders import TOKEN_GEOMETRY_DIM, VIEW_DIM, FrozenEncoderConfig
 from ovseg3d_core.retrieval.losses import hn_nce_loss, reconstruction_loss
 
 CHECKPOINT_FORMAT = "ovseg3d.retrieval_model"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+"""Version 2 adds :class:`CheckpointInfo`; version 1 files (weights only) still load as models."""
 
 
 class RetrievalModelError(ValueError):
     """Model inputs or a checkpoint do not match the model configuration."""
+
+
+@dataclass
+class CheckpointInfo(Config):
+    """What inference needs beside the weights, so that a checkpoint alone can build its shape database."""
+
+    encoders: FrozenEncoderConfig = setting(
+        FrozenEncoderConfig(), "frozen encoders whose features the model was trained on; queries must use the same"
+    )
+    corpus: ProceduralDatasetConfig = setting(
+        ProceduralDatasetConfig(),
+        "procedural corpus the model was trained on; its sample settings (points, views) apply to every shape",
+    )
+    held_out: list[int] = setting([], "corpus shape indices that training never saw, in database order")
 
 
 @dataclass
@@ -195,32 +213,51 @@ class TriModalRetrievalModel(nn.Module):
         return self.losses(point_tokens, token_geometry, views, text)
 
 
-def save_model(model: TriModalRetrievalModel, path: str | Path, extra: dict | None = None) -> Path:
-    """Write a small, self-describing checkpoint (config + weights) atomically."""
-    from ovseg3d_core.trainer import atomic_torch_save
-
+def save_model(
+    model: TriModalRetrievalModel, path: str | Path, *, info: CheckpointInfo, extra: dict | None = None
+) -> Path:
+    """Write a small, self-describing checkpoint (config, weights, inference settings) atomically."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "config": model.config.to_dict(),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "info": info.to_dict(),
         "extra": dict(extra or {}),
     }
     return atomic_torch_save(state, path)
 
 
-def load_model(path: str | Path) -> TriModalRetrievalModel:
-    """Load a checkpoint written by :func:`save_model` (strict), in eval mode."""
+def read_checkpoint(path: str | Path) -> dict:
+    """The raw contents of a retrieval checkpoint of any readable version, checked for format and version."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"retrieval checkpoint {path} does not exist")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise RetrievalModelError(f"{path} is not an ovseg3d retrieval checkpoint")
-    if state.get("version") != CHECKPOINT_VERSION:
+    if state.get("version") not in (1, CHECKPOINT_VERSION):
         raise RetrievalModelError(
-            f"{path} has checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}"
+            f"{path} has checkpoint version {state.get('version')}, expected 1 to {CHECKPOINT_VERSION}"
         )
+    return state
+
+
+def load_model(path: str | Path) -> TriModalRetrievalModel:
+    """Load a checkpoint written by :func:`save_model` (strict), in eval mode."""
+    state = read_checkpoint(path)
     model = TriModalRetrievalModel(RetrievalConfig.from_dict(state["config"]))
     model.load_state_dict(state["model"], strict=True)
     return model.eval()
+
+
+def load_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """The inference settings :func:`save_model` stored beside the weights (version 2 and later)."""
+    state = read_checkpoint(path)
+    if "info" not in state:
+        raise RetrievalModelError(
+            f"{path} is a version-1 retrieval checkpoint: it holds the weights but not the encoder and corpus "
+            "settings a shape database needs; add them with the retrieval trainer's upgrade_checkpoint(checkpoint, "
+            "config.yaml of its training run)"
+        )
+    return CheckpointInfo.from_dict(state["info"])

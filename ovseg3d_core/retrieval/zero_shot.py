@@ -14,8 +14,9 @@ import numpy as np
 
 import ovseg3d_core.encoders.torchvision_compat  # noqa: F401  (before torchvision, on CPU-only torch)
 from ovseg3d_core.encoders.base import l2_normalise
+from ovseg3d_core.encoders.pointnet import MODELNET40_CLASSES, load_pointnet_classifier
 from ovseg3d_core.retrieval.feature_cache import ShapeFeatures
-from ovseg3d_core.retrieval.frozen_encoders import MODELNET40_CLASSES, ViewEncoder, load_pointnet_classifier
+from ovseg3d_core.retrieval.frozen_encoders import ViewEncoder
 
 
 def imagenet_class_names() -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ovseg3d_core.data.image_io import depth_mm_to_metres, metres_to_depth_mm
+from ovseg3d_core.frame import depth_mm_to_metres, metres_to_depth_mm
 from ovseg3d_ros.conversions.errors import MessageConversionError
 from ovseg3d_ros.conversions.payload import message_with_payload
 

@@ -1,0 +1,1 @@
+"""Command-line tools of the core: scan conversion and offline evaluation."""
