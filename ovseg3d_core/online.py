@@ -153,27 +153,35 @@ class OnlineSegmenter:
     def snapshot(self) -> SceneSnapshot:
         """Purify if the map changed and label it; geometry in camera colours while no labels can be made.
 
-        Raises what purification or labeling raises (the schedule still counts the attempt).
+        The period counts from the end of this call, so clouds leave at least a period apart however long
+        purification took (an incremental one after a full rebuild is much shorter), and integration gets a
+        period of CPU between purifications. Raises what purification or labeling raises (the schedule still
+        counts the attempt).
         """
         with self._lock:
-            self._last_snapshot = self._clock()
-            segmenter = self.segmenter
-            positions = segmenter.scene.positions()
-            if segmenter.has_model and segmenter.scene.feature_dim:
-                labeling = segmenter.label()
-                palette = label_palette(len(labeling.vocabulary))
-                colors = (palette[labeling.labels] * 255).astype(np.uint8)
-                report, source = segmenter.last_purify, segmenter.source_name
-            else:
-                labeling = self._unlabeled(len(positions))
-                palette = label_palette(len(labeling.vocabulary))
-                colors = segmenter.scene.colors()
-                report, source = None, self.labels_unavailable()
-            self._dirty = False
-            legend = Legend((*labeling.vocabulary, BACKGROUND_NAME), palette, labeling.counts())
-            return SceneSnapshot(
-                positions, labeling.labels, labeling.scores, colors, legend, self._stamp_ns, source, report
-            )
+            try:
+                return self._snapshot()
+            finally:
+                self._last_snapshot = self._clock()
+
+    def _snapshot(self) -> SceneSnapshot:
+        segmenter = self.segmenter
+        positions = segmenter.scene.positions()
+        if segmenter.has_model and segmenter.scene.feature_dim:
+            labeling = segmenter.label()
+            palette = label_palette(len(labeling.vocabulary))
+            colors = (palette[labeling.labels] * 255).astype(np.uint8)
+            report, source = segmenter.last_purify, segmenter.source_name
+        else:
+            labeling = self._unlabeled(len(positions))
+            palette = label_palette(len(labeling.vocabulary))
+            colors = segmenter.scene.colors()
+            report, source = None, self.labels_unavailable()
+        self._dirty = False
+        legend = Legend((*labeling.vocabulary, BACKGROUND_NAME), palette, labeling.counts())
+        return SceneSnapshot(
+            positions, labeling.labels, labeling.scores, colors, legend, self._stamp_ns, source, report
+        )
 
     def legend(self) -> Legend:
         """The current vocabulary's legend with no voxels counted (before anything was mapped)."""

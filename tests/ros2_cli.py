@@ -131,19 +131,21 @@ def ros2_launch(
 
 
 def ros2(*commands: tuple[str, ...], timeout: float = 60, stderr: bool = False) -> list[str]:
-    """Run ros2 CLI commands side by side; their outputs (with stderr appended if asked), after checking each
-    succeeded."""
-    processes = [
-        subprocess.Popen(
-            [str(VENV / "bin" / "ros2"), *command], env=tools_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        for command in commands
-    ]
+    """Run ros2 CLI commands one after another, in order; their outputs (with stderr appended if asked), after
+    checking each succeeded.
+
+    Not side by side: several CLI processes discovering the nodes at once on a loaded 2-core machine can leave a
+    server unmatched with a client's response reader past Fast DDS's 100 ms wait (ros2/rmw_fastrtps#467); the
+    response is then dropped and `ros2 service call` (or `param dump`) never returns.
+    """
     outputs = []
-    for command, process in zip(commands, processes, strict=True):
-        out, err = process.communicate(timeout=timeout)
-        assert process.returncode == 0, f"ros2 {' '.join(command)}: {out.decode()[-2000:]}{err.decode()[-2000:]}"
-        outputs.append(out.decode() + (err.decode() if stderr else ""))
+    for command in commands:
+        process = subprocess.run(
+            [str(VENV / "bin" / "ros2"), *command], env=tools_env(), capture_output=True, timeout=timeout
+        )
+        out, err = process.stdout.decode(), process.stderr.decode()
+        assert process.returncode == 0, f"ros2 {' '.join(command)}: {out[-2000:]}{err[-2000:]}"
+        outputs.append(out + (err if stderr else ""))
     return outputs
 
 

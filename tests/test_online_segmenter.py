@@ -151,7 +151,7 @@ def test_the_vocabulary_change_is_transactional(model_files, frames, monkeypatch
     np.testing.assert_array_equal(online.snapshot().labels, snapshot.labels)
 
 
-def test_purification_follows_its_period_and_yields_to_waiting_frames(model_files, frames):
+def test_purification_follows_its_period_and_yields_to_waiting_frames(model_files, frames, monkeypatch):
     now = [100.0]
     online = OnlineSegmenter(config(model_files["architecture"]), clock=lambda: now[0])
     assert not online.purify_due()  # nothing observed
@@ -163,6 +163,23 @@ def test_purification_follows_its_period_and_yields_to_waiting_frames(model_file
     assert online.purify_due(waiting=2)  # at the latest after four periods
     online.snapshot()
     assert not online.changed and not online.purify_due()
+
+    # The period counts from the end of a snapshot: a slow purification leaves the next one a full period away.
+    positions = online.segmenter.scene.positions
+
+    def slow_positions():
+        now[0] += 2.0
+        return positions()
+
+    monkeypatch.setattr(online.segmenter.scene, "positions", slow_positions)
+    online.observe(frames[1])
+    now[0] += 1.0
+    online.snapshot()
+    online.observe(frames[2])
+    now[0] += 0.9
+    assert not online.purify_due()
+    now[0] += 0.1
+    assert online.purify_due()
     on_demand = OnlineSegmenter(config(model_files["architecture"]).replace(purify_period_s=0.0))
     on_demand.observe(frames[0])
     assert not on_demand.purify_due() and on_demand.snapshot().positions.shape[0] > 0
