@@ -354,7 +354,7 @@ class ChangePredictor:
         """(predicted changed voxels, touched keys) of integrating ``points``."""
         from scipy.spatial import cKDTree
 
-        from ovseg3d_core.scene import chebyshev_neighbourhood
+        from ovseg3d_core.grid_neighbourhood import chebyshev_neighbourhood
 
         keys, inverse, counts = np.unique(
             pack_voxel_keys(voxel_coords(points, self.scene.voxel_size)), return_inverse=True, return_counts=True

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from ovseg3d_core.grid_neighbourhood import chebyshev_neighbourhood
 from ovseg3d_core.jit import parallel_launch
 
 
@@ -485,6 +486,25 @@ def _kdtree_knn(points, k, queries, self_index, rows, threads, out_d, out_i) -> 
         want = min(2 * want, n)
 
 
+@numba.njit(cache=True)
+def _bounds(points):
+    """Per-axis minimum and maximum of N x 3 ``points`` in one pass (numpy's axis-0 reductions take several)."""
+    low, high = points[0].copy(), points[0].copy()
+    for i in range(1, len(points)):
+        for a in range(3):
+            low[a] = min(low[a], points[i, a])
+            high[a] = max(high[a], points[i, a])
+    return low, high
+
+
+@numba.njit(parallel=True, cache=True)
+def _cells_of(points, low, h, out):
+    """Grid cell of each point: floor((p - low) / h), at most 2^20 per axis (numpy's expression, fused)."""
+    for i in numba.prange(len(points)):
+        for a in range(3):
+            out[i, a] = min(np.int64(np.floor((points[i, a] - low[a]) / h)), 2**20)
+
+
 def _grid_knn(points, k, exclude_self, sort, threads, out_d, out_i, rows=None) -> None:
     """Exact k nearest of every point among ``points``: a uniform grid searched one block of cells per cell.
 
@@ -501,27 +521,37 @@ def _grid_knn(points, k, exclude_self, sort, threads, out_d, out_i, rows=None) -
     kth = min(k if exclude_self else k - 1, n - 1)  # 0-based, each sampled point counted as its own 0th
     with parallel_launch(threads):
         reach = float(np.sqrt(np.median(_sample_kth_distance(points, sample, kth))))
-    low = points.min(axis=0)
-    extent = float((points.max(axis=0) - low).max())
+    low, high = _bounds(points)
+    extent = float((high - low).max())
     h = max(reach * _CELL_FACTOR, extent / 2**20, 1e-12)  # at most 2^20 cells per axis: int64 keys
-    cell = np.minimum(np.floor((points - low) / h).astype(np.int64), 2**20)
-    dims = cell.max(axis=0) + 1
+    cell = np.empty((n, 3), dtype=np.int64)
+    with parallel_launch(threads):
+        _cells_of(points, low, h, cell)
+    dims = np.minimum(np.floor((high - low) / h).astype(np.int64), 2**20) + 1  # floor is monotonic
+    # With ``rows``, the grid holds only the cells within _MAX_RADIUS of a query's: every block a pass
+    # reads is whole, and the faces stay those of the full grid (``low``, ``dims``).
+    members = None if rows is None else np.flatnonzero(chebyshev_neighbourhood(cell, cell[rows], _MAX_RADIUS))
+    if members is not None:
+        cell = cell[members]
     key = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key, kind="stable")  # grid index -> (member) point index
     key = key[order]
     first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    ukeys, ustart, ucell = key[first], np.r_[first, n].astype(np.int64), cell[order[first]]
+    m = len(order)
+    ukeys, ustart, ucell = key[first], np.r_[first, m].astype(np.int64), cell[order[first]]
+    if members is not None:
+        order = members[order]
     grid_points = np.ascontiguousarray(points[order])
     if rows is None:
         state = np.ones(n, dtype=np.int8)
         out_row = order
         cells = np.argsort(morton_codes(ucell), kind="stable")
     else:
-        at = np.empty(n, dtype=np.int64)
-        at[order] = np.arange(n)
-        state = np.zeros(n, dtype=np.int8)
+        at = np.full(n, -1, dtype=np.int64)
+        at[order] = np.arange(m)
+        state = np.zeros(m, dtype=np.int8)
         state[at[rows]] = 1
-        out_row = np.full(n, -1, dtype=np.int64)
+        out_row = np.full(m, -1, dtype=np.int64)
         out_row[at[rows]] = np.arange(len(rows))
         cells = np.unique(np.searchsorted(ustart, at[rows], side="right") - 1)
     radius = _FIRST_RADIUS

@@ -43,6 +43,7 @@ import numpy as np
 
 from ovseg3d_core.config import Config, setting
 from ovseg3d_core.geometry import morton_codes, unpack_voxel_keys
+from ovseg3d_core.grid_neighbourhood import chebyshev_neighbourhood
 from ovseg3d_core.jit import parallel_launch
 from ovseg3d_core.labeling import Labeler
 from ovseg3d_core.purify.pooling import (
@@ -56,7 +57,7 @@ from ovseg3d_core.purify.pooling import (
     unit_rows,
     voxel_morton_codes,
 )
-from ovseg3d_core.scene import SceneMap, chebyshev_neighbourhood
+from ovseg3d_core.scene import SceneMap
 
 STUDENT_MODES = ("student", "student_geometric")
 GEOMETRIC_MODES = ("geometric", "student_geometric")

@@ -182,6 +182,13 @@ def test_real_map_pooling_graph_is_exact(real_map):
     expected_d, expected_i = by_index(*brute_force(points, 96, exclude_self=True, rows=rows))
     np.testing.assert_array_equal(idx[rows], expected_i)
     np.testing.assert_array_equal(dist[rows], expected_d)
+    # A subset (what an incremental update asks): the grid then holds only the cells near the queries.
+    region = np.flatnonzero(np.abs(points - points[len(points) // 2]).max(axis=1) < 0.5)
+    subset = np.union1d(region, rows)
+    assert 1000 < len(region) < len(points) // 4
+    sub_d, sub_i = by_index(*knn(points, 96, exclude_self=True, sort=False, rows=subset, backend="grid"))
+    np.testing.assert_array_equal(sub_i, idx[subset])
+    np.testing.assert_array_equal(sub_d, dist[subset])
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,9 @@
 """The robot's voxel map of the scene: :class:`SceneMap` (storage, integration, eviction, change
-tracking) in :mod:`.map`, over its tunables (:mod:`.config`), voxel neighbourhoods
-(:mod:`.neighbourhood`), local normals (:mod:`.normals`), PLY export (:mod:`.ply`) and the
-versioned file format (:mod:`.storage`); none of those imports :mod:`.map`."""
+tracking) in :mod:`.map`, over its tunables (:mod:`.config`), local normals (:mod:`.normals`), PLY
+export (:mod:`.ply`) and the versioned file format (:mod:`.storage`); none of those imports :mod:`.map`."""
 
 from ovseg3d_core.scene.config import FLOAT16_MAX, SceneConfig
 from ovseg3d_core.scene.map import SceneMap, SkippedFrameWarning
-from ovseg3d_core.scene.neighbourhood import chebyshev_neighbourhood
 from ovseg3d_core.scene.storage import FORMAT_VERSION, SceneFormatError
 
 __all__ = [
@@ -15,5 +13,4 @@ __all__ = [
     "SceneFormatError",
     "SceneMap",
     "SkippedFrameWarning",
-    "chebyshev_neighbourhood",
 ]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ovseg3d_core.geometry import unpack_voxel_keys
+from ovseg3d_core.grid_neighbourhood import chebyshev_neighbourhood
 from ovseg3d_core.scene.config import SceneConfig
-from ovseg3d_core.scene.neighbourhood import chebyshev_neighbourhood
 
 _NORMALS_FULL_FRACTION = 0.3  # above this share of voxels to re-estimate, one Open3D pass over the map is cheaper
 
