@@ -37,8 +37,10 @@ def test_a_users_session_through_the_ros2_cli(tmp_path):
         launched.wait_for(r"scene_node ready", 120)
         launched.wait_for(r"published \d+ voxels \(purification geometric", 120)  # labels, not geometry only
 
-        # Clouds follow the frames at most once per purify_period_s (0.5 s) and, while frames keep
-        # waiting (the player outruns the node), once per four periods: about 0.5 Hz here.
+        # Clouds follow the frames at most once per purify_period_s (0.5 s) after the last purification ended
+        # and, while frames keep waiting (the player outruns the node), four periods after it: about 0.45 Hz
+        # here, and down to about 0.15 Hz on a loaded 2-core CI machine, where the CLI processes starting
+        # beside the node have been seen to stretch a 0.15 s purification to 2-5 s.
         hz_command = [str(VENV / "bin" / "ros2"), "topic", "hz", "/labeled_cloud", "--window", "3"]
         with running(hz_command, tools_env(), tmp_path / "hz.log") as hz:
             (nodes,) = ros2(("node", "list", *CLI))
@@ -47,7 +49,7 @@ def test_a_users_session_through_the_ros2_cli(tmp_path):
             )
         assert {"/scene_node", "/bag_player"} <= set(nodes.split()) and "/retrieval_node" not in nodes, nodes
         assert hz.code == 0, hz.output()  # Ctrl-C ends it normally
-        assert 0.2 < float(rate[1]) <= 2.1 and float(rate[2]) >= 0.45, hz.output()
+        assert 0.1 < float(rate[1]) <= 2.1 and float(rate[2]) >= 0.45, hz.output()
 
         labels = "[" + ", ".join(VOCABULARY) + "]"
         (vocabulary,) = ros2(
