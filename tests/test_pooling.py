@@ -12,8 +12,8 @@ from ovseg3d_core.purify.pooling import (
     PoolingConfig,
     PoolingError,
     PoolingOperator,
-    _propagate_region,
-    _propagate_region_split,
+    _propagate_rows,
+    _propagate_rows_split,
     morton_order,
     move_rows,
     renumber_neighbours,
@@ -167,14 +167,57 @@ def test_thread_count_does_not_change_the_result():
     np.testing.assert_array_equal(one.propagate(values), two.propagate(values))
 
 
+def local_operator(iterations: int) -> PoolingOperator:
+    """A sparse (K=6) graph on 3,000 random points whose few-hop regions cover part of the map."""
+    op = random_operator(n=3000, k=6, seed=4)
+    op.iterations = iterations
+    return op
+
+
+@pytest.mark.parametrize("width", [1, 20, 40])
+def test_region_plan_reproduces_the_whole_map_at_its_rows(width):
+    """An update recomputes only a region (16 + 4 lanes at 20 columns, two groups at 40): its outputs
+    must be the whole map's, bit for bit."""
+    op = local_operator(iterations=4)
+    values = np.random.default_rng(5).standard_normal((3000, width)).astype(np.float32)
+    plan = op.region(np.array([7, 8, 2900]))  # operator (Morton) rows
+    rows = op.order[[7, 8, 2900]]
+    assert sorted(plan.rows) == sorted(rows) and set(rows) <= set(plan.support)
+    assert len(plan.support) < 3000 and not len(plan.boundary)
+    np.testing.assert_array_equal(plan.propagate(values[plan.support]), op.propagate(values)[plan.rows])
+
+
+def test_cut_short_region_holds_its_boundary():
+    """With ``hops`` < iterations, each support voxel is updated while it can still reach an output
+    and the boundary one hop beyond is held at the caller's values (float64 dense reference)."""
+    op, hops = local_operator(iterations=5), 2
+    rng = np.random.default_rng(6)
+    plan = op.region(np.array([7, 8]), hops=hops)
+    values = rng.standard_normal((len(plan.support), 3)).astype(np.float32)
+    held = rng.standard_normal((len(plan.boundary), 3)).astype(np.float32)
+    a = op.matrix.toarray()
+    level = np.full(3000, -1)
+    level[op.order[[7, 8]]] = 0
+    for hop in range(1, hops + 2):
+        level[(a[level == hop - 1] > 0).any(axis=0) & (level < 0)] = hop
+    assert sorted(plan.support) == sorted(np.flatnonzero((level >= 0) & (level <= hops)))
+    assert sorted(plan.boundary) == sorted(np.flatnonzero(level == hops + 1))
+    state = np.zeros((3000, 3))
+    state[plan.support], state[plan.boundary] = values, held
+    for step in range(1, op.iterations + 1):
+        updated = (level >= 0) & (level <= min(hops, op.iterations - step))
+        state[updated] = (a @ state)[updated]
+    np.testing.assert_allclose(plan.propagate(values, held), state[plan.rows], rtol=1e-4, atol=1e-5)
+
+
 def test_warm_up_leaves_no_width_to_compile():
     """A robot's first vocabulary change, whatever its size, must not wait for the compiler."""
     assert warm_up() >= 0.0
-    compiled = len(_propagate_region.signatures) + len(_propagate_region_split.signatures)
+    compiled = len(_propagate_rows.signatures) + len(_propagate_rows_split.signatures)
     op = random_operator(n=50, k=4)
     for width in range(1, 70):
         np.testing.assert_allclose(op.propagate(np.ones((50, width), np.float32)), 1.0, rtol=1e-5)
-    assert len(_propagate_region.signatures) + len(_propagate_region_split.signatures) == compiled
+    assert len(_propagate_rows.signatures) + len(_propagate_rows_split.signatures) == compiled
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.float32, np.float64])

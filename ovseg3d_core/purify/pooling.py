@@ -190,25 +190,6 @@ def _forward_hop(neighbours, frontier, level, hop):
                 level[m] = hop
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _support_rows(neighbours, weights, rows, local_of):
-    """Rows ``rows`` of the operator with their neighbour ids renumbered by ``local_of`` (-1: outside the
-    support), and their weights: one pass, no temporaries of the graph's size; also whether an id fell outside."""
-    count, k = len(rows), neighbours.shape[1]
-    ids = np.empty((count, k), dtype=np.int32)
-    values = np.empty((count, k), dtype=np.float32)
-    outside = np.zeros(count, dtype=np.bool_)
-    for q in numba.prange(count):
-        r = rows[q]
-        for j in range(k):
-            local = local_of[neighbours[r, j]]
-            if local < 0:
-                outside[q] = True
-            ids[q, j] = local
-            values[q, j] = weights[r, j]
-    return ids, values, outside.any()
-
-
 @numba.njit(cache=True, nogil=True)
 def move_rows(array, sources, targets):
     """Move rows ``sources`` of ``array`` to rows ``targets`` in place; both ascending (an order-preserving
@@ -270,22 +251,24 @@ def reverse_hop(neighbours, starts, stops, long_row, long_rows, level, hop):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _propagate_region(neighbours, weights, state, scratch, counts, zero_row):
-    """A applied len(counts) times to the row-major float32 ``state``; step t updates rows ``[0, counts[t])``.
+def _propagate_rows(neighbours, weights, state, scratch, rows, spans, zero_row):
+    """A applied len(spans) times to the row-major float32 ``state`` (one row per operator row); step t
+    updates the operator rows ``rows[spans[t, 0]:spans[t, 1]]``.
 
     ``zero_row`` is a tuple of ``lanes`` float32 zeros, so each width is its own compiled type
     signature. ``state`` and ``scratch`` take turns as source and target; the returned buffer holds
     the result. Each row sums its neighbours' rows in stored (ascending id) order, one multiply and
-    one add per term, as a sequential CSR product does. The whole map is every count equal to N.
-    For a region, rows are ordered by hop distance from its outputs, so each step's rows are a
-    prefix of the previous step's; rows past ``counts[0]`` (the outermost support, and fixed
-    boundary rows present in both buffers) are read, never written. Every updated row sums the same
-    terms in the same order as for the whole map, so its values are bit-identical.
+    one add per term, as a sequential CSR product does. The whole map is every row at every step. In
+    a region (:meth:`PoolingOperator.region`) a row reads rows that the step before updated, or rows
+    held at fixed values in both buffers, and sums the same terms in the same order as for the whole
+    map, so its values are bit-identical. Rows keep their operator ids and Morton order, so no copy of
+    the region's part of A is made and near rows share cache lines.
     """
     lanes = len(zero_row)
     source, target = state, scratch
-    for t in range(len(counts)):
-        for i in numba.prange(counts[t]):
+    for t in range(len(spans)):
+        for q in numba.prange(spans[t, 0], spans[t, 1]):
+            i = rows[q]
             total = float32_vector(zero_row)
             for j in range(neighbours.shape[1]):
                 total = multiply_add(total, weights[i, j], load_vector(source, neighbours[i, j] * lanes, total))
@@ -295,11 +278,14 @@ def _propagate_region(neighbours, weights, state, scratch, counts, zero_row):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _propagate_region_split(neighbours, weights, wide, wide_scratch, tail, tail_scratch, counts, wide_zero, tail_zero):
-    """:func:`_propagate_region` of two buffers at once (e.g. 16 + 4 columns): one pass over A for both."""
+def _propagate_rows_split(
+    neighbours, weights, wide, wide_scratch, tail, tail_scratch, rows, spans, wide_zero, tail_zero
+):
+    """:func:`_propagate_rows` of two buffers at once (e.g. 16 + 4 columns): one pass over A for both."""
     wide_lanes, tail_lanes = len(wide_zero), len(tail_zero)
-    for t in range(len(counts)):
-        for i in numba.prange(counts[t]):
+    for t in range(len(spans)):
+        for q in numba.prange(spans[t, 0], spans[t, 1]):
+            i = rows[q]
             wide_total, tail_total = float32_vector(wide_zero), float32_vector(tail_zero)
             for j in range(neighbours.shape[1]):
                 row, weight = neighbours[i, j], weights[i, j]
@@ -331,27 +317,35 @@ def _aligned_rows(rows: int, lanes: int) -> np.ndarray:
     return raw[offset : offset + rows * lanes].reshape(rows, lanes)
 
 
-def _propagate_group(neighbours, weights, counts, initial: np.ndarray, fixed_from: int, threads: int) -> np.ndarray:
-    """:func:`_propagate_region` on at most 32 columns of ``initial`` in zero-padded aligned buffers
-    (see :func:`_layout`); rows from ``fixed_from`` on are held at their initial values."""
-    width, buffers, at = initial.shape[1], [], 0
+def _propagate_group(
+    neighbours, weights, rows, spans, initial: np.ndarray, at: np.ndarray | None, threads: int
+) -> np.ndarray:
+    """:func:`_propagate_rows` on at most 32 columns in zero-padded aligned buffers (see :func:`_layout`).
+
+    ``initial`` holds the values of operator rows ``at`` (None: every row, in order); they are written
+    to both buffers, so rows that no step updates are read at their initial values. Returns the
+    N x width result, valid at the rows that the last step updates (every row for the whole map).
+    """
+    n, width, buffers, column = len(neighbours), initial.shape[1], [], 0
     for lanes in _layout(width):
-        used = min(lanes, width - at)
-        state, scratch = _aligned_rows(len(initial), lanes), _aligned_rows(len(initial), lanes)
-        state[:, :used] = initial[:, at : at + used]
-        scratch[fixed_from:, :used] = initial[fixed_from:, at : at + used]  # held rows are read from both
-        for buffer in (state, scratch):
-            buffer[:, used:] = 0.0
-        buffers.append((state, scratch, (np.float32(0.0),) * lanes, used))
-        at += lanes
+        used = min(lanes, width - column)
+        pair = _aligned_rows(n, lanes), _aligned_rows(n, lanes)
+        if at is None:  # every row is updated at every step: the second buffer is only written
+            pair[0][:, :used], pair[0][:, used:] = initial[:, column : column + used], 0.0
+        else:  # the region's rows in both buffers; the others are never read (nor paged in)
+            padded = np.zeros((len(at), lanes), dtype=np.float32)
+            padded[:, :used] = initial[:, column : column + used]
+            pair[0][at], pair[1][at] = padded, padded
+        buffers.append((*pair, (np.float32(0.0),) * lanes, used))
+        column += lanes
     with parallel_launch(threads):
         if len(buffers) == 1:
             ((state, scratch, zero, _),) = buffers
-            results = (_propagate_region(neighbours, weights, state, scratch, counts, zero),)
+            results = (_propagate_rows(neighbours, weights, state, scratch, rows, spans, zero),)
         else:
             (wide, wide_scratch, wide_zero, _), (tail, tail_scratch, tail_zero, _) = buffers
-            results = _propagate_region_split(
-                neighbours, weights, wide, wide_scratch, tail, tail_scratch, counts, wide_zero, tail_zero
+            results = _propagate_rows_split(
+                neighbours, weights, wide, wide_scratch, tail, tail_scratch, rows, spans, wide_zero, tail_zero
             )
     return np.concatenate([result[:, :used] for result, (*_, used) in zip(results, buffers, strict=True)], axis=1)
 
@@ -430,49 +424,38 @@ class PoolingOperator:
 
         Row i after step t reads its neighbours after step t - 1, so the outputs need the inputs of
         every row within ``iterations`` hops (following neighbour ids) and step t only the rows within
-        ``iterations - t`` hops: the region's rows are ordered by that hop count, which makes each
-        step's rows a prefix. With ``hops`` below ``iterations`` the support stops ``hops`` hops out
-        and the rows beyond it are held at values the caller gives (an approximation: a value there
-        reaches an output only along a walk of more than ``hops`` steps).
+        ``iterations - t`` hops, listed in the operator's (Morton) order. With ``hops`` below
+        ``iterations`` the support stops ``hops`` hops out and the rows beyond it are held at values
+        the caller gives (an approximation: a value there reaches an output only along a walk of
+        more than ``hops`` steps).
         """
         steps = self.iterations
         depth = steps if hops is None else max(0, min(int(hops), steps))
-        n = self.num_voxels
         rows = np.unique(np.asarray(rows, dtype=np.int64))
-        level = np.full(n, -1, dtype=np.int16)
+        level = np.full(self.num_voxels, -1, dtype=np.int16)
         level[rows] = 0
-        shells, frontier = [rows], rows
+        frontier = rows
         for hop in range(1, depth + (depth < steps) + 1):  # one more hop past a cut-short support: its boundary
             if not len(frontier):
                 break
             with parallel_launch(self.threads):
                 _forward_hop(self.neighbours, frontier, level, hop)
             frontier = np.flatnonzero(level == hop)
-            shells.append(frontier)
-        boundary = np.zeros(0, dtype=np.int64)
-        if depth < steps and len(shells) == depth + 2:
-            boundary = shells.pop()
-        while len(shells) > 1 and not len(shells[-1]):
-            shells.pop()
-        inside = np.cumsum([len(shell) for shell in shells])
-        counts = np.array([inside[min(len(shells) - 1, steps - t)] for t in range(1, steps + 1)], dtype=np.int64)
-        local = np.concatenate(shells).astype(np.int64)
-        local_of = np.full(n, -1, dtype=np.int32)
-        local_of[local] = np.arange(len(local), dtype=np.int32)
-        local_of[boundary] = np.arange(len(local), len(local) + len(boundary), dtype=np.int32)
-        updated = local[: counts[0] if len(counts) else 0]
-        with parallel_launch(self.threads):
-            neighbours, weights, outside = _support_rows(self.neighbours, self.weights, updated, local_of)
-        if outside:
-            raise PoolingError("region plan: a row reads outside its support (inconsistent operator)")
+        support = np.flatnonzero((level >= 0) & (level <= depth))
+        hop_count = level[support]
+        updates = [support[hop_count <= steps - t].astype(np.int32) for t in range(1, steps + 1)]
+        stops = np.cumsum([0] + [len(rows_t) for rows_t in updates], dtype=np.int64)
+        boundary = np.flatnonzero(level == depth + 1) if depth < steps else np.zeros(0, dtype=np.int64)
         return RegionPlan(
             rows=self.order[rows],
-            support=self.order[local],
+            support=self.order[support],
             boundary=self.order[boundary],
-            neighbours=neighbours,
-            weights=weights,
-            counts=counts,
-            threads=self.threads,
+            operator=self,
+            ranks=support,
+            boundary_ranks=boundary,
+            row_ranks=rows,
+            updates=np.concatenate([np.zeros(0, dtype=np.int32), *updates]),
+            spans=np.stack([stops[:-1], stops[1:]], axis=1),
         )
 
     def _sorted_matrix(self) -> sp.csr_matrix:
@@ -518,25 +501,31 @@ class PoolingOperator:
 
     def _propagate_sorted(self, group: np.ndarray) -> np.ndarray:
         """A^iterations of at most 32 columns in Morton order (:func:`_propagate_group`)."""
-        counts = np.full(self.iterations, self.num_voxels, dtype=np.int64)
-        return _propagate_group(self.neighbours, self.weights, counts, group, self.num_voxels, self.threads)
+        rows = np.arange(self.num_voxels, dtype=np.int32)
+        spans = np.tile(np.array([0, self.num_voxels], dtype=np.int64), (self.iterations, 1))
+        return _propagate_group(self.neighbours, self.weights, rows, spans, group, None, self.threads)
 
 
 @dataclass
 class RegionPlan:
     """A^iterations restricted to some rows (:meth:`PoolingOperator.region`), in the caller's voxel indices.
 
-    ``rows`` are the outputs; ``support`` (``rows`` first) the voxels whose input values are read;
-    ``boundary`` voxels, present only when the support was cut short, are held at fixed values.
+    ``rows`` are the outputs; ``support`` (``rows`` among them) the voxels whose input values are
+    read; ``boundary`` voxels, present only when the support was cut short, are held at fixed values.
+    The ``*_ranks`` are their operator rows; step t updates the operator rows
+    ``updates[spans[t, 0]:spans[t, 1]]``. The plan reads the operator's own arrays (no copy), so it
+    is valid until they change.
     """
 
     rows: np.ndarray
     support: np.ndarray
     boundary: np.ndarray
-    neighbours: np.ndarray
-    weights: np.ndarray
-    counts: np.ndarray
-    threads: int = 0
+    operator: PoolingOperator
+    ranks: np.ndarray
+    boundary_ranks: np.ndarray
+    row_ranks: np.ndarray
+    updates: np.ndarray
+    spans: np.ndarray
 
     def propagate(self, values: np.ndarray, boundary: np.ndarray | None = None) -> np.ndarray:
         """Outputs (len(rows) x C float32) from the inputs at ``support`` (and the held ``boundary`` values)."""
@@ -550,13 +539,15 @@ class RegionPlan:
             boundary = np.zeros((0, width), dtype=np.float32)
         boundary = np.asarray(boundary, dtype=np.float32).reshape(len(self.boundary), width)
         inputs = np.concatenate([values, boundary])
+        at = np.concatenate([self.ranks, self.boundary_ranks])
+        op = self.operator
         out = np.empty((len(self.rows), width), dtype=np.float32)
         for start in range(0, width, _GROUP):
             stop = min(start + _GROUP, width)
             result = _propagate_group(
-                self.neighbours, self.weights, self.counts, inputs[:, start:stop], len(self.support), self.threads
+                op.neighbours, op.weights, self.updates, self.spans, inputs[:, start:stop], at, op.threads
             )
-            out[:, start:stop] = result[: len(self.rows)]
+            out[:, start:stop] = result[self.row_ranks]
         return out[:, 0] if column else out
 
 
