@@ -145,13 +145,15 @@ def pack_voxel_keys(coords: np.ndarray) -> np.ndarray:
     return (shifted[:, 0] << (2 * _KEY_BITS)) | (shifted[:, 1] << _KEY_BITS) | shifted[:, 2]
 
 
+def voxel_key_fields(keys: np.ndarray) -> np.ndarray:
+    """The three non-negative (offset) coordinates packed in each key, N x 3 int64: Morton-code fields."""
+    keys = np.asarray(keys, dtype=np.int64)
+    return np.stack([(keys >> (2 * _KEY_BITS)) & _KEY_MASK, (keys >> _KEY_BITS) & _KEY_MASK, keys & _KEY_MASK], axis=1)
+
+
 def unpack_voxel_keys(keys: np.ndarray) -> np.ndarray:
     """Inverse of :func:`pack_voxel_keys`."""
-    keys = np.asarray(keys, dtype=np.int64)
-    coords = np.stack(
-        [(keys >> (2 * _KEY_BITS)) & _KEY_MASK, (keys >> _KEY_BITS) & _KEY_MASK, keys & _KEY_MASK], axis=1
-    )
-    return coords - _KEY_OFFSET
+    return voxel_key_fields(keys) - _KEY_OFFSET
 
 
 # ---------------------------------------------------------------------------- nearest neighbours

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ovseg3d_core.config import Config, setting
-from ovseg3d_core.geometry import morton_codes, unpack_voxel_keys
+from ovseg3d_core.geometry import morton_codes, unpack_voxel_keys, voxel_key_fields
 from ovseg3d_core.grid_neighbourhood import chebyshev_neighbourhood
 from ovseg3d_core.jit import parallel_launch
 from ovseg3d_core.labeling import Labeler
@@ -195,13 +195,6 @@ def _differing(now: np.ndarray, before: np.ndarray, kept: np.ndarray | slice, wa
     unequal = now[kept] != before[was]
     differs = np.unique(np.flatnonzero(unequal) // unequal.shape[1])
     return differs if isinstance(kept, slice) else kept[differs]
-
-
-def _key_fields(keys: np.ndarray) -> np.ndarray:
-    """The non-negative (shifted) voxel coordinates packed in keys, N x 3 int64."""
-    keys = np.asarray(keys, dtype=np.int64)
-    mask = (1 << 21) - 1
-    return np.stack([(keys >> 42) & mask, (keys >> 21) & mask, keys & mask], axis=1)
 
 
 class IncrementalPurifier:
@@ -607,7 +600,7 @@ class _Blocks:
         ranks = np.asarray(ranks, dtype=np.int64)
         block = self.codes[ranks] >> np.uint64(3 * b)  # ascending: a block is a run of ranks
         first = np.r_[True, block[1:] != block[:-1]] if len(block) else np.zeros(0, dtype=bool)
-        cells = _key_fields(self.keys[self.order[ranks[first]]]) >> b
+        cells = voxel_key_fields(self.keys[self.order[ranks[first]]]) >> b
         offsets = np.stack(np.meshgrid(*([np.arange(-1, 2)] * 3), indexing="ij"), axis=-1).reshape(-1, 3)
         around = (cells[:, None, :] + offsets[None]).reshape(-1, 3)
         around = around[(around >= 0).all(axis=1) & (around < (1 << (21 - b))).all(axis=1)]

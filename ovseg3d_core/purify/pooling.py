@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ovseg3d_core.config import Config, setting
-from ovseg3d_core.geometry import knn, morton_codes, pack_voxel_keys
+from ovseg3d_core.geometry import knn, morton_codes, pack_voxel_keys, voxel_key_fields
 from ovseg3d_core.jit import float32_vector, load_vector, multiply_add, parallel_launch, store_vector
 
 _ALIGNMENT = 64
@@ -74,9 +74,7 @@ def voxel_morton_codes(keys: np.ndarray) -> np.ndarray:
     voxels the same relative order whatever else the map holds: the order in which pooling breaks
     distance ties and sums a row's terms stays put while a map grows or loses voxels.
     """
-    keys = np.asarray(keys, dtype=np.int64).astype(np.uint64)
-    mask = np.uint64((1 << 21) - 1)
-    return morton_codes(np.stack([(keys >> np.uint64(shift)) & mask for shift in (42, 21, 0)], axis=1))
+    return morton_codes(voxel_key_fields(keys))
 
 
 def voxel_order(keys: np.ndarray) -> np.ndarray:
