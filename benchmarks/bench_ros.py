@@ -113,21 +113,14 @@ class RssSampler(threading.Thread):
 class Bench:
     """The benchmark's own node: frame publishers, a labeled_cloud subscriber, an image ping-pong."""
 
-    def __init__(self, context) -> None:
+    def __init__(self, context, frame: list[tuple[str, object]]) -> None:
+        """Publishers for the topics of one frame's messages (whatever the bag converter emits)."""
         import rclpy
-        from geometry_msgs.msg import PoseStamped
         from rclpy.executors import SingleThreadedExecutor
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from sensor_msgs.msg import Image, PointCloud2
 
         self.node = rclpy.create_node("bench_ros", context=context)
-        types = {
-            "rgb/image": Image,
-            "depth/image": Image,
-            "semantic/image": Image,
-            "rgb/camera_info": CameraInfo,
-            "camera_pose": PoseStamped,
-        }
-        self.publishers = {t: self.node.create_publisher(m, t, sensor_input_qos()) for t, m in types.items()}
+        self.publishers = {t: self.node.create_publisher(type(m), t, sensor_input_qos()) for t, m in frame}
         self.clouds: list[tuple[int, int]] = []  # (arrival wall ns, header stamp ns)
         self.node.create_subscription(PointCloud2, "labeled_cloud", self._on_cloud, cloud_output_qos())
         self.ping = self.node.create_publisher(Image, PING, cloud_output_qos())
@@ -349,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler.start()
     context = rclpy.Context()
     rclpy.init(context=context)
-    bench = Bench(context)
+    bench = Bench(context, messages[0])
     marks: dict[str, float] = {}
     try:
         if not bench.wait_for_subscribers(60):
