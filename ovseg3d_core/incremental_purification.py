@@ -491,7 +491,7 @@ class IncrementalPurifier:
         st.labeler, st.version, st.layout = labeler, scene.version, scene.layout
         st.keys, st.colors, st.normals = keys, colors, normals
         st.codes, st.order, st.farthest, st.operator = codes, order, farthest, operator
-        return PurifyUpdate("incremental", timings, len(changed) + len(evicted), len(plan.rows))
+        return PurifyUpdate("incremental", timings, len(changed) + len(evicted), len(plan.row_ranks))
 
     # ------------------------------------------------------------- helpers
     def _reverse_levels(self, neighbours: np.ndarray, blocks: _Blocks, seeds: np.ndarray, hops: int) -> np.ndarray:

@@ -313,9 +313,10 @@ class Labeler:
         # The pooled arrays of the new scene: carried over, then their rows in the region overwritten.
         # Each is (N x width): pooled features, cached class columns, pooled coverage.
         pooled: list[tuple[np.ndarray, np.ndarray]] = []  # (carried array, its inputs on the support)
+        support = plan.support
         if feature_path:
             scene.pooled_features = carried(old.pooled_features)
-            pooled.append((scene.pooled_features, scene.unit_features(plan.support)))
+            pooled.append((scene.pooled_features, scene.unit_features(support)))
         elif old.columns:
             names = list(old.columns)
             embeddings = np.stack([old.embeddings[name] for name in names])
@@ -323,22 +324,22 @@ class Labeler:
             scene.block = columns = carried(block)
             scene.columns = {name: columns[:, j] for j, name in enumerate(names)}
             scene.embeddings = dict(zip(names, embeddings, strict=True))
-            pooled.append((columns, scene.cosines(embeddings, plan.support)))
+            pooled.append((columns, scene.cosines(embeddings, support)))
         elif pool_coverage:
             scene.coverage = None  # nothing pooled yet: it rides along with the first class columns
             self._scene = scene
             return
         if pool_coverage:
             scene.coverage, scene.coverage_pooled = carried(old.coverage), True
-            pooled.append((scene.coverage[:, None], observed[plan.support].astype(np.float32)[:, None]))
+            pooled.append((scene.coverage[:, None], observed[support].astype(np.float32)[:, None]))
         if pooled:
             values = plan.propagate(
                 np.concatenate([inputs for _, inputs in pooled], axis=1),
                 np.concatenate([array[plan.boundary] for array, _ in pooled], axis=1),
             )
-            start = 0
+            start, rows = 0, plan.rows
             for array, inputs in pooled:
-                array[plan.rows] = values[:, start : start + inputs.shape[1]]
+                array[rows] = values[:, start : start + inputs.shape[1]]
                 start += inputs.shape[1]
         self._scene = scene
 

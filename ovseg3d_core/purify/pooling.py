@@ -316,13 +316,20 @@ def _aligned_rows(rows: int, lanes: int) -> np.ndarray:
 
 
 def _propagate_group(
-    neighbours, weights, rows, spans, initial: np.ndarray, at: np.ndarray | None, threads: int
+    neighbours,
+    weights,
+    rows,
+    spans,
+    initial: np.ndarray,
+    at: np.ndarray | None,
+    outputs: np.ndarray | None,
+    threads: int,
 ) -> np.ndarray:
     """:func:`_propagate_rows` on at most 32 columns in zero-padded aligned buffers (see :func:`_layout`).
 
     ``initial`` holds the values of operator rows ``at`` (None: every row, in order); they are written
-    to both buffers, so rows that no step updates are read at their initial values. Returns the
-    N x width result, valid at the rows that the last step updates (every row for the whole map).
+    to both buffers, so rows that no step updates are read at their initial values. Returns the result
+    at operator rows ``outputs`` (None: every row), which the last step must update.
     """
     n, width, buffers, column = len(neighbours), initial.shape[1], [], 0
     for lanes in _layout(width):
@@ -345,7 +352,8 @@ def _propagate_group(
             results = _propagate_rows_split(
                 neighbours, weights, wide, wide_scratch, tail, tail_scratch, rows, spans, wide_zero, tail_zero
             )
-    return np.concatenate([result[:, :used] for result, (*_, used) in zip(results, buffers, strict=True)], axis=1)
+    picked = slice(None) if outputs is None else outputs
+    return np.concatenate([result[picked, :used] for result, (*_, used) in zip(results, buffers, strict=True)], axis=1)
 
 
 def warm_up(threads: int = 0) -> float:
@@ -445,9 +453,6 @@ class PoolingOperator:
         stops = np.cumsum([0] + [len(rows_t) for rows_t in updates], dtype=np.int64)
         boundary = np.flatnonzero(level == depth + 1) if depth < steps else np.zeros(0, dtype=np.int64)
         return RegionPlan(
-            rows=self.order[rows],
-            support=self.order[support],
-            boundary=self.order[boundary],
             operator=self,
             ranks=support,
             boundary_ranks=boundary,
@@ -501,7 +506,7 @@ class PoolingOperator:
         """A^iterations of at most 32 columns in Morton order (:func:`_propagate_group`)."""
         rows = np.arange(self.num_voxels, dtype=np.int32)
         spans = np.tile(np.array([0, self.num_voxels], dtype=np.int64), (self.iterations, 1))
-        return _propagate_group(self.neighbours, self.weights, rows, spans, group, None, self.threads)
+        return _propagate_group(self.neighbours, self.weights, rows, spans, group, None, None, self.threads)
 
 
 @dataclass
@@ -510,14 +515,11 @@ class RegionPlan:
 
     ``rows`` are the outputs; ``support`` (``rows`` among them) the voxels whose input values are
     read; ``boundary`` voxels, present only when the support was cut short, are held at fixed values.
-    The ``*_ranks`` are their operator rows; step t updates the operator rows
-    ``updates[spans[t, 0]:spans[t, 1]]``. The plan reads the operator's own arrays (no copy), so it
-    is valid until they change.
+    ``row_ranks``, ``ranks`` and ``boundary_ranks`` are their operator rows; step t updates the
+    operator rows ``updates[spans[t, 0]:spans[t, 1]]``. The plan reads the operator's own arrays (no
+    copy), so it is valid until they change.
     """
 
-    rows: np.ndarray
-    support: np.ndarray
-    boundary: np.ndarray
     operator: PoolingOperator
     ranks: np.ndarray
     boundary_ranks: np.ndarray
@@ -525,27 +527,45 @@ class RegionPlan:
     updates: np.ndarray
     spans: np.ndarray
 
+    @property
+    def rows(self) -> np.ndarray:
+        return self.operator.order[self.row_ranks]
+
+    @property
+    def support(self) -> np.ndarray:
+        return self.operator.order[self.ranks]
+
+    @property
+    def boundary(self) -> np.ndarray:
+        return self.operator.order[self.boundary_ranks]
+
     def propagate(self, values: np.ndarray, boundary: np.ndarray | None = None) -> np.ndarray:
         """Outputs (len(rows) x C float32) from the inputs at ``support`` (and the held ``boundary`` values)."""
         values = np.asarray(values, dtype=np.float32)
         column = values.ndim == 1
-        values = values.reshape(len(self.support), -1)
+        values = values.reshape(len(self.ranks), -1)
         width = values.shape[1]
         if boundary is None:
-            if len(self.boundary):
+            if len(self.boundary_ranks):
                 raise PoolingError("this region plan holds boundary voxels: give their values")
             boundary = np.zeros((0, width), dtype=np.float32)
-        boundary = np.asarray(boundary, dtype=np.float32).reshape(len(self.boundary), width)
+        boundary = np.asarray(boundary, dtype=np.float32).reshape(len(self.boundary_ranks), width)
         inputs = np.concatenate([values, boundary])
         at = np.concatenate([self.ranks, self.boundary_ranks])
         op = self.operator
-        out = np.empty((len(self.rows), width), dtype=np.float32)
+        out = np.empty((len(self.row_ranks), width), dtype=np.float32)
         for start in range(0, width, _GROUP):
             stop = min(start + _GROUP, width)
-            result = _propagate_group(
-                op.neighbours, op.weights, self.updates, self.spans, inputs[:, start:stop], at, op.threads
+            out[:, start:stop] = _propagate_group(
+                op.neighbours,
+                op.weights,
+                self.updates,
+                self.spans,
+                inputs[:, start:stop],
+                at,
+                self.row_ranks,
+                op.threads,
             )
-            out[:, start:stop] = result[self.row_ranks]
         return out[:, 0] if column else out
 
 
